@@ -1,0 +1,91 @@
+"""Decode anything ffmpeg reads to 16 kHz mono float32, with one-line errors for bad files.
+
+Decoding runs in-process through PyAV (FFmpeg's libraries, the same decoder faster-whisper
+uses), which avoids one ffmpeg process per clip when preparing thousands of clips.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+
+from galwhisper.errors import GalwhisperError
+
+SAMPLE_RATE = 16000
+AudioInput = Union[str, os.PathLike, bytes, BinaryIO, np.ndarray]
+
+
+def load_audio(source: AudioInput, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Return the audio of `source` as mono float32 at `sample_rate`.
+
+    `source` is a path, raw file bytes, a binary file object, or an array that is already
+    16 kHz mono (returned as float32). Raises GalwhisperError naming the input on failure.
+    """
+    if isinstance(source, np.ndarray):
+        return np.ascontiguousarray(source, dtype=np.float32).reshape(-1)
+    name = describe(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise GalwhisperError(f"{name}: file not found")
+        if path.is_dir():
+            raise GalwhisperError(f"{name}: is a folder, not an audio file")
+        if path.stat().st_size == 0:
+            raise GalwhisperError(f"{name}: file is empty")
+        source = str(path)
+    elif isinstance(source, bytes):
+        if not source:
+            raise GalwhisperError(f"{name}: no audio data")
+        source = io.BytesIO(source)
+    try:
+        from faster_whisper.audio import decode_audio
+
+        audio = decode_audio(source, sampling_rate=sample_rate)
+    except Exception as exc:  # PyAV raises many types; all mean "not decodable"
+        raise GalwhisperError(f"{name}: not a readable audio/video file ({_short(exc)})") from None
+    if audio.size == 0:
+        raise GalwhisperError(f"{name}: contains no audio samples")
+    return audio
+
+
+def duration_seconds(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
+    return float(len(audio)) / sample_rate
+
+
+def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Convert an in-memory recording (e.g. Gradio's 44.1 kHz int16 microphone) to 16 kHz mono."""
+    samples = np.asarray(samples)
+    if np.issubdtype(samples.dtype, np.integer):
+        samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max + 1)
+    samples = samples.astype(np.float32)
+    if samples.ndim == 2:  # (frames, channels)
+        samples = samples.mean(axis=1)
+    if sample_rate == SAMPLE_RATE or samples.size == 0:
+        return samples
+    # Resample through the same FFmpeg decoder as every file, so there is one resampler.
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, int(sample_rate), format="WAV", subtype="FLOAT")
+    return load_audio(buffer.getvalue())
+
+
+def write_wav(path: Union[str, os.PathLike], audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    import soundfile as sf
+
+    sf.write(str(path), audio, sample_rate, subtype="PCM_16")
+
+
+def describe(source: AudioInput) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return getattr(source, "name", None) or "<audio data>"
+
+
+def _short(exc: Exception) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:160]

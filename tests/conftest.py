@@ -1,0 +1,110 @@
+"""Shared fixtures: a private model cache, real speech clips made with espeak-ng, the CLI."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+# Every test runs offline: a hub lookup must fail fast, never wait on the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+GALICIAN = [
+    "Bo día, como estás hoxe?",
+    "Mañá vai chover en Santiago de Compostela.",
+    "O tren para A Coruña sae ás dez da mañá.",
+    "Gústame moito o polbo á feira.",
+    "Onte fomos á praia coa familia.",
+]
+ENGLISH = "And so my fellow Americans, ask not what your country can do for you."
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory) -> Path:
+    """A cache folder of the test session's own, so conversions are tested from scratch."""
+    cache = Path(os.environ.get("GALWHISPER_TEST_CACHE") or tmp_path_factory.mktemp("galwhisper-cache"))
+    os.environ["GALWHISPER_CACHE"] = str(cache)
+    return cache
+
+
+def speak(text: str, path: Path, voice: str = "pt", speed: int = 150) -> Path:
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text], check=True, capture_output=True)
+    return path
+
+
+def ffmpeg(src: Path, dst: Path, *extra: str) -> Path:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), *extra, str(dst)], check=True)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def galician_clips(tmp_path_factory) -> list[Path]:
+    """Five Galician sentences spoken by espeak-ng's Portuguese voice (22.05 kHz wav)."""
+    folder = tmp_path_factory.mktemp("gl-clips")
+    return [speak(text, folder / f"gl{i}.wav") for i, text in enumerate(GALICIAN)]
+
+
+@pytest.fixture(scope="session")
+def english_clip(tmp_path_factory) -> Path:
+    """English speech Whisper base transcribes reliably: checks content, not just 'some text'."""
+    return speak(ENGLISH, tmp_path_factory.mktemp("en-clip") / "en.wav", voice="en-us", speed=140)
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `galwhisper ARGS` as a user would, in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "galwhisper.cli", *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode != 0, proc.stdout
+    err = proc.stderr.strip()
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("galwhisper: error:")]
+    assert len(lines) >= 1 and all("\n" not in line for line in lines), err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve_folder(folder: Path) -> Iterator[str]:
+    """Serve `folder` with a real `python -m http.server` on 127.0.0.1; yield its base URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):  # up to 10 s for it to answer
+            try:
+                urllib.request.urlopen(f"{base}/", timeout=1).close()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.1)
+        else:
+            pytest.fail("http.server did not start")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
