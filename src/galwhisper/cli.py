@@ -75,12 +75,48 @@ def run_transcribe(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# app
+
+
+def add_app(sub) -> None:
+    p = sub.add_parser("app", help="serve the web app (microphone, YouTube/URL, audio file)")
+    p.add_argument(
+        "--model", dest="models", nargs="+", action="extend", metavar="M",
+        help="models offered first (default: base); every RUNS_DIR/*/best-ct2 is offered too",
+    )  # fmt: skip
+    p.add_argument("--runs-dir", default="runs", help="folder of training runs to offer (default runs)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
+    p.add_argument("--concurrency", type=int, default=2, help="requests worked on at once (default 2)")
+    p.add_argument("--max-download-mb", type=float, default=500, help="URL size cap")
+    p.add_argument("--max-duration", type=float, default=3600, help="URL duration cap in seconds")
+    p.add_argument("--download-timeout", type=float, default=600, help="URL download time cap in seconds")
+    p.set_defaults(run=run_app)
+
+
+def run_app(args) -> int:
+    from galwhisper.app import launch
+    from galwhisper.media import DownloadLimits
+
+    limits = DownloadLimits(
+        max_bytes=int(args.max_download_mb * 1024 * 1024), max_seconds=args.max_duration, timeout_seconds=args.download_timeout
+    )
+    launch(
+        args.models, args.runs_dir, limits,
+        server_name=args.host, server_port=args.port, share=args.share, concurrency=args.concurrency,
+    )  # fmt: skip
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="galwhisper", description="Fine-tune and serve Whisper for Galician.")
     sub = parser.add_subparsers(dest="command", required=True)
     add_transcribe(sub)
+    add_app(sub)
     return parser
 
 
