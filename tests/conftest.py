@@ -108,3 +108,16 @@ def serve_folder(folder: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory) -> Path:
+    """A small synthetic Galician corpus, prepared with cached encoder outputs (shared)."""
+    from galwhisper.prepare import PrepareConfig, prepare
+    from galwhisper.synthetic import SyntheticConfig
+
+    root = tmp_path_factory.mktemp("tiny")
+    synthetic = SyntheticConfig(out_dir=root / "corpus", n_train=12, n_validation=4, n_test=4)
+    prepare(PrepareConfig(source=f"synthetic:{root / 'corpus'}", out_dir=root / "features", synthetic=synthetic,
+                          cache_encoder=True), progress=False)
+    return root / "features"

@@ -85,3 +85,14 @@ def label_ids(tokenizer, text: str, language: str | None, task: str = "transcrib
     """
     text_ids = tokenizer.encode(" " + text.strip(), add_special_tokens=False)
     return prompt_ids(tokenizer, language, task) + text_ids + [tokenizer.eos_token_id]
+
+
+# Speech carries at most ~4 words (~8 tokens) a second. A hypothesis far longer than that is a
+# hallucinated loop; stopping it early keeps a zero-shot evaluation from spending minutes on
+# repeated words while still counting every one of them as an error.
+TOKENS_PER_SECOND = 8
+
+
+def token_budget(seconds: float, cap: int = 448) -> int:
+    """How many tokens a clip of `seconds` may produce before decoding is cut off."""
+    return max(16, min(cap, int(TOKENS_PER_SECOND * seconds) + 16))

@@ -1,0 +1,63 @@
+"""galwhisper evaluate: several models side by side, numbers checked with jiwer independently."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import jiwer
+import pytest
+from transformers.models.whisper.english_normalizer import BasicTextNormalizer
+
+from conftest import GALICIAN, assert_one_line_error, run_cli
+from galwhisper import models
+from galwhisper.evaluate import EvaluateConfig, evaluate
+
+
+@pytest.fixture(scope="module")
+def two_models():
+    """The bundled CT2 model and its transformers conversion (exported to CT2 by evaluate)."""
+    return ["base", str(models.hf_dir("base"))]
+
+
+def test_side_by_side_matches_jiwer(tiny_prepared, two_models, tmp_path):
+    out = tmp_path / "eval"
+    results = evaluate(EvaluateConfig(models=two_models, data=str(tiny_prepared), split="test", out=str(out),
+                                      json_path=str(tmp_path / "r.json")), progress=False)
+    assert [r.spec for r in results] == two_models
+    normalizer = BasicTextNormalizer()
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert [m["spec"] for m in data["models"]] == two_models and data["synthetic"] is True
+    for index, (result, entry) in enumerate(zip(results, data["models"]), start=1):
+        rows = list(csv.DictReader(open(next(out.glob(f"utterances-{index}-*.tsv")), encoding="utf-8"), delimiter="\t"))
+        refs = [r["reference"] for r in rows]
+        hyps = [r["hypothesis"] for r in rows]
+        norm = lambda t: " ".join(normalizer(t).split())  # noqa: E731
+        assert entry["wer"] == pytest.approx(jiwer.wer([norm(r) for r in refs], [norm(h) for h in hyps]))
+        assert entry["cer"] == pytest.approx(jiwer.cer([norm(r) for r in refs], [norm(h) for h in hyps]))
+        assert entry["wer_raw"] == pytest.approx(jiwer.wer(refs, hyps))
+        assert entry["utterances"] == len(rows) == 4
+        for key in ("name", "cer_raw", "substitutions", "deletions", "insertions", "audio_seconds", "real_time_factor"):
+            assert key in entry
+        rates = [float(r["wer"]) for r in rows]
+        assert rates == sorted(rates, reverse=True)  # worst first
+    table = (out / "results.md").read_text()
+    assert table.count("\n| ") == 3 and "whisper-base (bundled)" in table
+    assert (out / "wer.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_manifest_source_is_evaluated_whole(tmp_path, galician_clips):
+    manifest = tmp_path / "list.tsv"
+    manifest.write_text("path\tsentence\n" + "".join(f"{c}\t{t}\n" for c, t in zip(galician_clips, GALICIAN)), encoding="utf-8")
+    proc = run_cli("evaluate", "--model", "base", "--data", f"manifest:{manifest}", "--json", str(tmp_path / "m.json"))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "m.json").read_text())
+    assert data["split"] == "all" and data["models"][0]["utterances"] == 5
+    assert 0 < data["models"][0]["wer"] < 3
+    assert "| whisper-base (bundled) |" in proc.stdout
+
+
+def test_bad_data_and_model_are_one_line_errors(tiny_prepared, tmp_path):
+    assert_one_line_error(run_cli("evaluate", "--model", "base", "--data", str(tmp_path)), "neither a prepared folder")
+    assert_one_line_error(run_cli("evaluate", "--model", str(tmp_path / "no"), "--data", str(tiny_prepared)), "model not found")
+    assert_one_line_error(run_cli("evaluate", "--model", "base", "--data", str(tiny_prepared), "--split", "nope"), "no prepared split")

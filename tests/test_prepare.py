@@ -1,0 +1,165 @@
+"""galwhisper prepare on real files: Common Voice layout with bad clips, manifest, datasets folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import GALICIAN, assert_one_line_error, ffmpeg, run_cli, speak
+from galwhisper import features, models
+from galwhisper.audio import load_audio
+from galwhisper.errors import GalwhisperError
+from galwhisper.prepare import MARKER, PrepareConfig, load_prepared, load_split, prepare
+
+
+@pytest.fixture(scope="module")
+def cv_folder(tmp_path_factory):
+    """Common Voice layout: good mp3 clips plus a corrupt one, a missing one, an empty sentence
+    and one clip longer than the cap used below (6 s)."""
+    root = tmp_path_factory.mktemp("cv")
+    clips = root / "clips"
+    clips.mkdir()
+    header = "client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccents\tlocale\tsegment\n"
+    good = []
+    for i, text in enumerate(GALICIAN):
+        speak(text, root / "tmp.wav")
+        ffmpeg(root / "tmp.wav", clips / f"common_voice_gl_{i}.mp3")
+        good.append((f"common_voice_gl_{i}.mp3", text))
+    speak(" ".join(GALICIAN[:3]), root / "long.wav", speed=110)
+    ffmpeg(root / "long.wav", clips / "long.mp3")
+    (clips / "corrupt.mp3").write_bytes(b"ID3" + os.urandom(3000))
+
+    def tsv(name, rows):
+        (root / name).write_text(header + "".join(f"anon\t{p}\t{s}\t2\t0\t\t\t\tgl\t\n" for p, s in rows), encoding="utf-8")
+
+    tsv("train.tsv", good[:3] + [("corrupt.mp3", "Isto non se le."), ("missing.mp3", "Non existe."),
+                                 (good[3][0], ""), ("long.mp3", "Unha frase moi longa.")])
+    tsv("dev.tsv", good[3:4])
+    tsv("test.tsv", good[4:5])
+    tsv("validated.tsv", good)  # not a split: must be ignored
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared_cv(cv_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prep") / "features"
+    config = PrepareConfig(source=f"cv:{cv_folder}", out_dir=out, max_seconds=6.0, num_proc=2)
+    return config, prepare(config, progress=False)
+
+
+def test_counts_and_skipped_reasons(prepared_cv):
+    config, summary = prepared_cv
+    assert summary["splits"]["train"] == {"clips": 3, "seconds": pytest.approx(summary["splits"]["train"]["seconds"]), "skipped": 4}
+    assert summary["splits"]["validation"]["clips"] == 1 and summary["splits"]["test"]["clips"] == 1
+    assert "validated" not in summary["splits"]
+    reasons = {s["id"]: s["reason"] for s in summary["skipped"]}
+    assert "not a readable audio" in reasons["corrupt"]
+    assert "not found" in reasons["missing"]
+    assert reasons["common_voice_gl_3"] == "empty sentence"
+    assert reasons["long"].startswith("too long")
+    on_disk = load_prepared(config.out_dir)
+    assert on_disk["model"]["n_mels"] == 80 and on_disk["language"] == "gl"
+
+
+def test_labels_decode_back_and_features_match_transcribe_path(prepared_cv, cv_folder):
+    config, _ = prepared_cv
+    tokenizer = models.load_hf("base")[1].tokenizer
+    train = load_split(config.out_dir, "train")
+    for row in train:
+        labels = list(row["labels"])
+        assert labels[:4] == tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|gl|>", "<|transcribe|>", "<|notimestamps|>"])
+        assert labels[-1] == tokenizer.eos_token_id
+        assert tokenizer.decode(labels, skip_special_tokens=True).strip() == row["sentence"]
+        # The same audio through the inference path gives the same log-mel (float16 storage).
+        audio = load_audio(cv_folder / "clips" / f"{row['id']}.mp3")
+        expected = features.log_mel(audio)
+        stored = np.asarray(row["input_features"], dtype=np.float32).T
+        assert stored.shape == expected.shape
+        assert np.abs(stored - expected).max() < 2e-3
+
+
+def test_second_run_is_a_cache_hit(prepared_cv, capsys):
+    config, first = prepared_cv
+    marker = config.out_dir / "train" / MARKER
+    before = marker.stat().st_mtime_ns
+    started = time.perf_counter()
+    again = prepare(config, progress=False)
+    assert time.perf_counter() - started < 15
+    assert "reusing" in capsys.readouterr().out
+    assert marker.stat().st_mtime_ns == before
+    assert again["splits"] == first["splits"]
+
+
+def test_half_written_split_is_redone(prepared_cv, capsys):
+    config, first = prepared_cv
+    (config.out_dir / "validation" / MARKER).unlink()  # as if killed before the marker
+    again = prepare(config, progress=False)
+    out = capsys.readouterr().out
+    assert "validation: reusing" not in out and "train: reusing" in out
+    assert (config.out_dir / "validation" / MARKER).is_file()
+    assert again["splits"]["validation"] == first["splits"]["validation"]
+
+
+def test_sigkill_then_rerun_is_complete(cv_folder, tmp_path):
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "galwhisper.cli", "prepare", "--source", f"cv:{cv_folder}", "--out", str(out), "--max-seconds", "6"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob(".tmp-*")) and not list(out.glob(f"*/{MARKER}")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # Whatever was left: no split without its marker is taken as done.
+    for folder in out.iterdir() if out.exists() else []:
+        if folder.is_dir() and not folder.name.startswith(".tmp-"):
+            assert (folder / MARKER).is_file() or not (folder / "dataset_info.json").exists()
+    done = run_cli("prepare", "--source", f"cv:{cv_folder}", "--out", str(out), "--max-seconds", "6")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "prepare.json").read_text())
+    assert summary["splits"]["train"]["clips"] == 3 and summary["splits"]["test"]["clips"] == 1
+
+
+def test_manifest_and_datasets_folder(cv_folder, tmp_path):
+    from datasets import Audio, Dataset
+
+    clips = sorted((cv_folder / "clips").glob("common_voice_gl_*.mp3"))
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("path,sentence\n" + "".join(f"{c},{GALICIAN[int(c.stem[-1])]}\n" for c in clips), encoding="utf-8")
+    summary = prepare(PrepareConfig(source=f"manifest:{manifest}", out_dir=tmp_path / "m"), progress=False)
+    assert summary["splits"] == {"all": {"clips": 5, "seconds": pytest.approx(summary["splits"]["all"]["seconds"]), "skipped": 0}}
+
+    data = Dataset.from_dict({"audio": [str(c) for c in clips], "sentence": [GALICIAN[int(c.stem[-1])] for c in clips]})
+    data.cast_column("audio", Audio(decode=False)).save_to_disk(str(tmp_path / "ds"))
+    summary = prepare(PrepareConfig(source=f"hf:{tmp_path / 'ds'}", out_dir=tmp_path / "h"), progress=False)
+    (split,) = summary["splits"]
+    assert summary["splits"][split]["clips"] == 5
+
+
+def test_nothing_usable_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.wav").write_text("not audio")
+    manifest = tmp_path / "list.tsv"
+    manifest.write_text("path\tsentence\nbad.wav\tOla.\nmissing.wav\tAdeus.\n")
+    with pytest.raises(GalwhisperError, match="no usable clips"):
+        prepare(PrepareConfig(source=f"manifest:{manifest}", out_dir=tmp_path / "out"), progress=False)
+    assert_one_line_error(run_cli("prepare", "--source", f"manifest:{manifest}", "--out", str(tmp_path / "o2")), "no usable clips")
+
+
+def test_cached_encoder_outputs_match_the_encoder(tiny_prepared):
+    model, _ = models.load_hf("base")
+    train = load_split(tiny_prepared, "train")
+    assert len(train) == 12 and "encoder_outputs" in train.column_names
+    row = train[0]
+    mel = np.asarray(row["input_features"], dtype=np.float32).T
+    with torch.inference_mode():
+        expected = model.model.encoder(torch.from_numpy(features.stack_inputs([mel]))).last_hidden_state[0].numpy()
+    cached = np.asarray(row["encoder_outputs"], dtype=np.float32)
+    assert cached.shape == (1500, 512)
+    assert np.abs(cached - expected).max() < 0.05  # float16 storage
