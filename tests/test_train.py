@@ -14,6 +14,7 @@ import time
 import pytest
 
 from conftest import assert_one_line_error, run_cli
+from galwhisper import models
 from galwhisper.errors import GalwhisperError
 from galwhisper.prepare import load_split
 from galwhisper.train import COMPLETE, make_config, train
@@ -34,7 +35,7 @@ def test_each_mode_trains_and_exports(tiny_prepared, tmp_path, mode):
     assert all(float(r["train_loss"]) > 0 for r in history if r["train_loss"])
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
     table = (run / "history.md").read_text()
-    assert table.count("\n| ") == 2 + 1  # header + step 0 + step 2 rows
+    assert len([line for line in table.splitlines() if line.startswith("| ")]) == 3  # header, steps 0 and 2
     assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
 
 
@@ -51,10 +52,15 @@ def test_full_run_history_agrees_with_trainer_log_and_export_matches(tiny_prepar
     for step, entry in evals.items():
         assert float(rows[step]["wer"]) == pytest.approx(entry["eval_wer"])
     assert summary["best_wer"] == pytest.approx(min(float(r["wer"]) for r in rows.values()))
-    # The CT2 export transcribes like the transformers model it came from (greedy).
+    # The CT2 export transcribes like the transformers model it came from (greedy). The export
+    # stores float16 like the bundled model, so compare with best/ rounded to float16: a model
+    # trained 4 steps is fragile enough for rounding alone to flip a token.
     corpus = tiny_prepared.parent / "corpus" / "clips"
     clips = sorted(corpus.glob("*test_0*.mp3"))[:3]
-    hf = Transcriber(str(run / "best"), backend="transformers")
+    model, processor = models.load_hf(str(run / "best"))
+    model.half().float().save_pretrained(tmp_path / "rounded")
+    processor.save_pretrained(tmp_path / "rounded")
+    hf = Transcriber(str(tmp_path / "rounded"), backend="transformers")
     ct2 = Transcriber(str(run / "best-ct2"), compute_type="float32")
     options = TranscribeOptions(batch_size=1)
     for clip in clips:

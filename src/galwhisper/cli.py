@@ -37,6 +37,7 @@ def add_transcribe(sub) -> None:
     p.add_argument("--compute-type", default="int8", help="int8 | float32 | int8_float32 | float16 (GPU) ...")
     p.add_argument("--vad", action="store_true", help="skip non-speech with Silero VAD (always on when --batch-size > 1)")
     p.add_argument("--word-timestamps", action="store_true")
+    p.add_argument("--timestamps", action="store_true", help="ask the model for segment timestamps (finer subtitles)")
     p.add_argument("--backend", default="ct2", choices=["ct2", "transformers"])
     p.add_argument("--max-download-mb", type=float, default=500, help="URL size cap")
     p.add_argument("--max-duration", type=float, default=3600, help="URL duration cap in seconds")
@@ -55,6 +56,7 @@ def run_transcribe(args) -> int:
         batch_size=args.batch_size,
         vad=args.vad,
         word_timestamps=args.word_timestamps,
+        timestamps=args.timestamps,
     )
     limits = DownloadLimits(
         max_bytes=int(args.max_download_mb * 1024 * 1024), max_seconds=args.max_duration, timeout_seconds=args.download_timeout
@@ -254,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except GalwhisperError as exc:
-        print(f"galwhisper: error: {exc}", file=sys.stderr)
+        # Long commands draw progress bars; start the message on a line of its own.
+        start = "\n" if args.command in ("prepare", "train", "demo") else ""
+        print(f"{start}galwhisper: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("galwhisper: interrupted", file=sys.stderr)

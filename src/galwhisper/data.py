@@ -154,7 +154,7 @@ def _cv_rows(folder: Path, wanted: set[str] | None, label: str) -> Iterator[Row]
         for split, tsv in tables:
             for record in _read_table(tsv, "\t"):
                 path, sentence = record.get("path", "").strip(), record.get("sentence", "").strip()
-                if path and sentence:
+                if path:  # an empty sentence reaches prepare, which skips and counts it
                     yield Row(str(clips / path), sentence, split, Path(path).stem)
 
     return rows()

@@ -32,6 +32,10 @@ class TranscribeOptions:
     batch_size: int = 8  # >1: faster-whisper's BatchedInferencePipeline over windows cut by VAD
     vad: bool = False  # with batch_size 1: skip non-speech with Silero VAD (batched always does)
     word_timestamps: bool = False
+    # Segment timestamps predicted by the model. Off by default: galwhisper fine-tunes with
+    # <|notimestamps|> (as the HF recipe does), and a fine-tuned model asked for timestamps was
+    # seen to transcribe differently. Without them, segments are VAD chunks or 30 s windows.
+    timestamps: bool = False
 
 
 @dataclass
@@ -127,12 +131,13 @@ class Transcriber:
             vad_filter=o.vad,
             temperature=0.0,  # no fallback: it took 4-7x longer on poor audio for little gain
             condition_on_previous_text=False,  # stops one bad window from looping into the next
+            without_timestamps=not o.timestamps,
         )
         if o.batch_size > 1:
             # Batched decoding needs windows of <= 30 s; cutting them at pauses found by Silero VAD
             # keeps every sentence whole (fixed 30 s windows without timestamps dropped about
-            # half the sentences of a 3-minute test), and timestamps give subtitle-sized segments.
-            common.update(vad_filter=True, without_timestamps=False)
+            # half the sentences of a 3-minute test).
+            common.update(vad_filter=True)
             generator, info = self._batched.transcribe(audio, batch_size=o.batch_size, **common)
         else:
             generator, info = self._model.transcribe(audio, **common)
