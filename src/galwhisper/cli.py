@@ -20,6 +20,18 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+def add_download_limits(p) -> None:
+    p.add_argument("--max-download-mb", type=float, default=500, help="URL size cap")
+    p.add_argument("--max-duration", type=float, default=3600, help="URL duration cap in seconds")
+    p.add_argument("--download-timeout", type=float, default=600, help="URL download time cap in seconds")
+
+
+def download_limits(args):
+    from galwhisper.media import DownloadLimits
+
+    return DownloadLimits(int(args.max_download_mb * 1_000_000), args.max_duration, args.download_timeout)
+
+
 # ---------------------------------------------------------------------------------------------
 # transcribe
 
@@ -37,16 +49,14 @@ def add_transcribe(sub) -> None:
     p.add_argument("--compute-type", default="int8", help="int8 | float32 | int8_float32 | float16 (GPU) ...")
     p.add_argument("--vad", action="store_true", help="skip non-speech with Silero VAD (always on when --batch-size > 1)")
     p.add_argument("--word-timestamps", action="store_true")
-    p.add_argument("--timestamps", action="store_true", help="ask the model for segment timestamps (finer subtitles)")
+    p.add_argument("--timestamps", action=argparse.BooleanOptionalAction, default=None,
+                   help="model-predicted segment timestamps (default: only for sequential long-form)")
     p.add_argument("--backend", default="ct2", choices=["ct2", "transformers"])
-    p.add_argument("--max-download-mb", type=float, default=500, help="URL size cap")
-    p.add_argument("--max-duration", type=float, default=3600, help="URL duration cap in seconds")
-    p.add_argument("--download-timeout", type=float, default=600, help="URL download time cap in seconds")
+    add_download_limits(p)
     p.set_defaults(run=run_transcribe)
 
 
 def run_transcribe(args) -> int:
-    from galwhisper.media import DownloadLimits
     from galwhisper.transcribe import TranscribeOptions, Transcriber, transcribe_inputs, write_transcript
 
     options = TranscribeOptions(
@@ -58,9 +68,7 @@ def run_transcribe(args) -> int:
         word_timestamps=args.word_timestamps,
         timestamps=args.timestamps,
     )
-    limits = DownloadLimits(
-        max_bytes=int(args.max_download_mb * 1024 * 1024), max_seconds=args.max_duration, timeout_seconds=args.download_timeout
-    )
+    limits = download_limits(args)
     transcriber = Transcriber(args.model, backend=args.backend, compute_type=args.compute_type)
     failures = 0
     for item, result in transcribe_inputs(args.inputs, transcriber, options, limits):
@@ -91,19 +99,14 @@ def add_app(sub) -> None:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
     p.add_argument("--concurrency", type=int, default=2, help="requests worked on at once (default 2)")
-    p.add_argument("--max-download-mb", type=float, default=500, help="URL size cap")
-    p.add_argument("--max-duration", type=float, default=3600, help="URL duration cap in seconds")
-    p.add_argument("--download-timeout", type=float, default=600, help="URL download time cap in seconds")
+    add_download_limits(p)
     p.set_defaults(run=run_app)
 
 
 def run_app(args) -> int:
     from galwhisper.app import launch
-    from galwhisper.media import DownloadLimits
 
-    limits = DownloadLimits(
-        max_bytes=int(args.max_download_mb * 1024 * 1024), max_seconds=args.max_duration, timeout_seconds=args.download_timeout
-    )
+    limits = download_limits(args)
     launch(
         args.models, args.runs_dir, limits,
         server_name=args.host, server_port=args.port, share=args.share, concurrency=args.concurrency,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from galwhisper.evaluate import EvaluateConfig, ModelResult, evaluate, markdown_table
-from galwhisper.prepare import PrepareConfig, prepare
+from galwhisper.prepare import MARKER, PrepareConfig, prepare
 from galwhisper.synthetic import SyntheticConfig
 from galwhisper.train import make_config, train
 
@@ -65,8 +65,7 @@ def run_demo(config: DemoConfig) -> dict:
 
     splits = TEST_SPLITS + tuple(config.extra_eval_splits)
     stage("zero-shot evaluation")
-    before = {s: evaluate(EvaluateConfig(models=[train_config.model], data=str(features_dir), split=s,
-                                         out=str(out / "eval" / f"zero-shot-{s}")))[0] for s in splits}
+    before = {s: _evaluate_or_reuse(train_config.model, features_dir, s, out / "eval" / f"zero-shot-{s}") for s in splits}
     done("zero-shot evaluation")
 
     stage("fine-tuning")
@@ -79,8 +78,7 @@ def run_demo(config: DemoConfig) -> dict:
     tuned = str(run_dir / "best-ct2")
     after = {}
     for s in splits:
-        after[s] = evaluate(EvaluateConfig(models=[tuned], data=str(features_dir), split=s,
-                                           out=str(out / "eval" / f"fine-tuned-{s}")))[0]
+        after[s] = _evaluate_or_reuse(tuned, features_dir, s, out / "eval" / f"fine-tuned-{s}")
     _side_by_side_plots(before, after, out)
     done("evaluation of the fine-tuned model")
 
@@ -119,6 +117,23 @@ def _train_or_reuse(train_config, run_dir: Path, fresh: bool) -> dict:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     return train(train_config)
+
+
+def _evaluate_or_reuse(spec: str, features_dir: Path, split: str, out: Path) -> ModelResult:
+    """Evaluate, or reuse the results of the same model on the same prepared split."""
+    model_files = [p for p in (Path(spec) / "model.bin",) if p.is_file()]
+    key = {
+        "model": spec,
+        "model_mtime": [p.stat().st_mtime_ns for p in model_files],
+        "prepared_mtime": (features_dir / split / MARKER).stat().st_mtime_ns,
+    }
+    key_file, results = out / "demo-key.json", out / "results.json"
+    if key_file.is_file() and results.is_file() and json.loads(key_file.read_text()) == key:
+        print(f"demo: reusing the evaluation of {spec} on {split} in {out}")
+        return ModelResult.from_dict(json.loads(results.read_text())["models"][0])
+    result = evaluate(EvaluateConfig(models=[spec], data=str(features_dir), split=split, out=str(out)))[0]
+    key_file.write_text(json.dumps(key))
+    return result
 
 
 def _first_test_clip(corpus: Path) -> dict:

@@ -55,6 +55,13 @@ class ModelResult:
     elapsed_seconds: float
     hypotheses: list[str]
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelResult":
+        """Back from to_dict() (without the hypotheses, which live in the per-utterance TSV)."""
+        fields = metrics.ErrorRates.__dataclass_fields__
+        rates = metrics.ErrorRates(**{k: d[k] for k in fields})
+        return cls(d["name"], d["spec"], rates, d["audio_seconds"], d["elapsed_seconds"], [])
+
     def to_dict(self) -> dict:
         return {
             "name": self.name,

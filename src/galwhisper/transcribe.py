@@ -32,10 +32,12 @@ class TranscribeOptions:
     batch_size: int = 8  # >1: faster-whisper's BatchedInferencePipeline over windows cut by VAD
     vad: bool = False  # with batch_size 1: skip non-speech with Silero VAD (batched always does)
     word_timestamps: bool = False
-    # Segment timestamps predicted by the model. Off by default: galwhisper fine-tunes with
-    # <|notimestamps|> (as the HF recipe does), and a fine-tuned model asked for timestamps was
-    # seen to transcribe differently. Without them, segments are VAD chunks or 30 s windows.
-    timestamps: bool = False
+    # Segment timestamps predicted by the model. None (auto): only for sequential decoding
+    # (batch_size 1) of audio longer than one 30 s window, where Whisper's long-form algorithm
+    # seeks by them (without, windows cut sentences: 15 of 24 kept in a 3-minute test). Elsewhere
+    # off: galwhisper fine-tunes with <|notimestamps|>, and a fine-tuned model asked for
+    # timestamps was seen to transcribe differently.
+    timestamps: bool | None = None
 
 
 @dataclass
@@ -131,7 +133,7 @@ class Transcriber:
             vad_filter=o.vad,
             temperature=0.0,  # no fallback: it took 4-7x longer on poor audio for little gain
             condition_on_previous_text=False,  # stops one bad window from looping into the next
-            without_timestamps=not o.timestamps,
+            without_timestamps=not self._use_timestamps(audio, o),
         )
         if o.batch_size > 1:
             # Batched decoding needs windows of <= 30 s; cutting them at pauses found by Silero VAD
@@ -151,6 +153,12 @@ class Transcriber:
             for s in generator
         ]
         return segments, info.language
+
+    @staticmethod
+    def _use_timestamps(audio: np.ndarray, o: TranscribeOptions) -> bool:
+        if o.timestamps is not None:
+            return o.timestamps
+        return o.batch_size <= 1 and len(audio) > features.MAX_SECONDS * SAMPLE_RATE
 
     def _transcribe_hf(self, audio: np.ndarray, o: TranscribeOptions):
         """Greedy/beam generate per 30 s window, features from features.py (parity reference)."""
