@@ -42,14 +42,44 @@ def load_audio(source: AudioInput, sample_rate: int = SAMPLE_RATE) -> np.ndarray
             raise GalwhisperError(f"{name}: no audio data")
         source = io.BytesIO(source)
     try:
-        from faster_whisper.audio import decode_audio
-
-        audio = decode_audio(source, sampling_rate=sample_rate)
+        audio = _decode(source, sample_rate)
     except Exception as exc:  # PyAV raises many types; all mean "not decodable"
         raise GalwhisperError(f"{name}: not a readable audio/video file ({_short(exc)})") from None
     if audio.size == 0:
         raise GalwhisperError(f"{name}: contains no audio samples")
     return audio
+
+
+def _decode(source, sample_rate: int) -> np.ndarray:
+    """PyAV decode + resample to mono float32, as faster_whisper.audio.decode_audio does, but
+    without its gc.collect() per call: with transformers imported that collection cost ~100 ms
+    a clip, 30x the decoding itself (benchmarks/prepare_speed.py)."""
+    import av
+
+    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+    chunks = []
+    with av.open(source, mode="r", metadata_errors="ignore") as container:
+        for frame in _valid_frames(container.decode(audio=0)):
+            frame.pts = None
+            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]  # flush
+    if not chunks:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32) / 32768.0
+
+
+def _valid_frames(frames):
+    """Skip frames FFmpeg cannot decode (a damaged stretch), keep the rest."""
+    import av
+
+    iterator = iter(frames)
+    while True:
+        try:
+            yield next(iterator)
+        except StopIteration:
+            return
+        except av.error.InvalidDataError:
+            continue
 
 
 def duration_seconds(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:

@@ -45,7 +45,7 @@ def add_transcribe(sub) -> None:
     p.add_argument("--format", default=None, choices=["txt", "srt", "vtt", "json"], help="write files in this format")
     p.add_argument("--output-dir", default=".", help="where --format files go (default .)")
     p.add_argument("--beam-size", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=8, help="windows decoded together (1: sequential)")
+    p.add_argument("--batch-size", type=int, default=16, help="windows decoded together (1: sequential)")
     p.add_argument("--compute-type", default="int8", help="int8 | float32 | int8_float32 | float16 (GPU) ...")
     p.add_argument("--vad", action="store_true", help="skip non-speech with Silero VAD (always on when --batch-size > 1)")
     p.add_argument("--word-timestamps", action="store_true")

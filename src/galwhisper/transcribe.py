@@ -29,7 +29,7 @@ class TranscribeOptions:
     language: str | None = "gl"  # None: detect
     task: str = "transcribe"  # or "translate" (to English)
     beam_size: int = 1  # greedy: on 2 CPU cores beam 5 costs ~2x for little gain
-    batch_size: int = 8  # >1: faster-whisper's BatchedInferencePipeline over windows cut by VAD
+    batch_size: int = 16  # >1: BatchedInferencePipeline over VAD windows; 16 beat 8 by ~10% (benchmarks)
     vad: bool = False  # with batch_size 1: skip non-speech with Silero VAD (batched always does)
     word_timestamps: bool = False
     # Segment timestamps predicted by the model. None (auto): only for sequential decoding
