@@ -25,7 +25,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -323,6 +322,3 @@ def _write_json_atomic(path: Path, data: dict) -> None:
     tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
     os.replace(tmp, path)
 
-
-def splits_of(folder: str | os.PathLike) -> Iterable[str]:
-    return sorted(p.name for p in Path(folder).iterdir() if (p / MARKER).is_file())
