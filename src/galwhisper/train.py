@@ -72,7 +72,7 @@ PRESETS: dict[str, dict] = {
     "model2": dict(model="openai/whisper-medium", max_steps=500, eval_steps=250, learning_rate=1e-5,
                    lr_scheduler="cosine", weight_decay=0.001, warmup_steps=50, batch_size=16),
     # Measured on synthetic voices: only training that adapts the encoder generalises, and bf16
-    # autocast (AMX) makes a full step ~3.5x cheaper than fp32 on these CPUs; see README.
+    # autocast (AMX) made a full step 2-3.5x cheaper than fp32 on these CPUs; see benchmarks/
     # The demo measures zero-shot WER itself, so no step-0 evaluation here.
     "cpu-base": dict(model="base", mode="full", max_steps=60, eval_steps=30, learning_rate=1e-4,
                      lr_scheduler="linear", warmup_steps=5, batch_size=8, eval_batch_size=16,
