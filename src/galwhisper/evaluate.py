@@ -150,7 +150,7 @@ def evaluate(config: EvaluateConfig, progress: bool = True) -> list[ModelResult]
     if config.out:
         write_reports(results, references, [str(i) for i in dataset["id"]], config, prepared, split)
     if config.json_path:
-        _write_text(Path(config.json_path), json.dumps(to_json(results, config, prepared, split), indent=2, ensure_ascii=False))
+        models.write_text_atomic(Path(config.json_path), json.dumps(to_json(results, config, prepared, split), indent=2, ensure_ascii=False))
     return results
 
 
@@ -184,8 +184,8 @@ def markdown_table(results: list[ModelResult]) -> str:
 def write_reports(results, references, ids, config: EvaluateConfig, prepared: dict, split: str) -> None:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_text(out / "results.md", markdown_table(results))
-    _write_text(out / "results.json", json.dumps(to_json(results, config, prepared, split), indent=2, ensure_ascii=False))
+    models.write_text_atomic(out / "results.md", markdown_table(results))
+    models.write_text_atomic(out / "results.json", json.dumps(to_json(results, config, prepared, split), indent=2, ensure_ascii=False))
     plot_wer(results, out / "wer.png", title=f"{config.data} / {split}")
     for index, r in enumerate(results, start=1):
         rows = []
@@ -224,10 +224,3 @@ def plot_wer(results: list[ModelResult], path: Path, title: str = "") -> None:
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-")[:60]
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -64,6 +64,16 @@ def atomic_dir(final: Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write `path` through a temp file and a rename: readers see the old or the new file whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 # ---------------------------------------------------------------------------------------------
 # The bundled model
 

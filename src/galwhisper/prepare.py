@@ -318,7 +318,5 @@ def _name(audio) -> str:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    models.write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=2))
 

@@ -465,6 +465,4 @@ def _peak_memory_mb() -> float:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    models.write_text_atomic(path, json.dumps(data, indent=2, default=str))

@@ -243,10 +243,5 @@ def output_name(source: str) -> str:
 
 
 def write_transcript(transcript: Transcript, fmt: str, output_dir: str | os.PathLike) -> Path:
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{output_name(transcript.source)}.{fmt}"
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(render(transcript, fmt), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    path = Path(output_dir) / f"{output_name(transcript.source)}.{fmt}"
+    return models.write_text_atomic(path, render(transcript, fmt))
