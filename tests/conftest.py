@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -9,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Iterator
 
@@ -68,14 +69,27 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     )
 
 
+def run_main(*args: str) -> subprocess.CompletedProcess:
+    """`galwhisper ARGS` in this process (no interpreter start-up): for checks that end before
+    any work, e.g. refused options. stdout, stderr and the exit status are captured."""
+    from galwhisper.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    assert proc.returncode != 0, proc.stdout
-    err = proc.stderr.strip()
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("galwhisper: error:")]
-    assert len(lines) >= 1 and all("\n" not in line for line in lines), err
+    """Exit status 2 and exactly one line on stderr, `galwhisper: error: ...`, holding `needles`."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("galwhisper: error: "), proc.stderr
     for needle in needles:
-        assert needle in err, (needle, err)
+        assert needle in lines[0], (needle, lines[0])
 
 
 def free_port() -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import struct
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -16,13 +17,14 @@ import pytest
 from gradio_client import Client, handle_file
 
 from conftest import assert_one_line_error, ffmpeg, free_port, run_cli, serve_folder
-from galwhisper.app import ModelCache, find_runs, launch, model_choices
+from galwhisper.app import AppConfig, ModelCache, find_runs, launch, model_choices
 from galwhisper.cli import build_parser
 from galwhisper.errors import GalwhisperError
-from galwhisper.media import fetched_audio
+from galwhisper.media import DownloadLimits, fetched_audio
 from galwhisper.transcribe import TranscribeOptions, Transcriber
 
 CHROMIUM = "/usr/bin/chromium"
+WHISPER_HEADER = struct.pack("<IH", 6, 12) + b"WhisperSpec\0"  # the start of a CTranslate2 Whisper model.bin
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO / "build" / "screenshots"
 BROWSER_ARGS = [
@@ -31,7 +33,9 @@ BROWSER_ARGS = [
 ]  # fmt: skip
 MIC_ARGS = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 
-browser = pytest.mark.browser
+def browser(test):
+    """A test that drives a real Chromium: end to end, so also `slow`."""
+    return pytest.mark.slow(pytest.mark.browser(test))
 needs_chromium = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason=f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)"
 )
@@ -62,7 +66,8 @@ def add_broken_run(runs: Path, name: str = "late-run") -> Path:
 def server(runs_dir) -> str:
     """The app on a free port, in this process (its server runs in threads)."""
     port = free_port()
-    demo = launch(runs_dir=runs_dir, server_port=port, prevent_thread_lock=True, quiet=True)
+    config = AppConfig(runs_dir=str(runs_dir), port=port, limits=DownloadLimits(allow_private_urls=True))
+    demo = launch(config, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
 
@@ -139,6 +144,24 @@ def expect_error(page, message: str) -> None:
     assert "Traceback" not in page.content()
 
 
+def wait_for_recorded(page, audio: str, seconds: int) -> None:
+    """Poll the recorder's own duration display (m:ss) until it shows `seconds`."""
+    page.wait_for_function(
+        """([sel, want]) => { const t = document.querySelector(sel + ' time.duration');
+            if (!t) return false; const [m, s] = t.textContent.trim().split(':').map(Number); return m * 60 + s >= want; }""",
+        arg=[audio, seconds], timeout=(seconds + 30) * 1000, polling=250,
+    )
+
+
+def stop_recording(page, audio: str) -> None:
+    """Stop, and wait until the recording is the component's value: uploaded and fetched back
+    from the server (the Play button shows before that, and a click then sends no audio)."""
+    with page.expect_response(lambda r: "/gradio_api/file=" in r.url, timeout=60_000):
+        with page.expect_response(lambda r: r.url.endswith("/gradio_api/upload") and r.ok, timeout=60_000):
+            page.locator(f"{audio} button.stop-button").click()
+    page.locator(audio).get_by_role("button", name="Play", exact=True).wait_for()
+
+
 def click_transcribe_and_wait(page, prefix: str) -> str:
     """Click the tab's Transcribe button and wait for this request's info line; the text."""
     info = page.locator(f"#{prefix}-info textarea")
@@ -200,9 +223,8 @@ def test_microphone_tab(open_page, english_clip, screenshots, tmp_path):
     page.get_by_role("option", name="English (en)").click()
     page.locator("#mic-audio button.record-button").click()
     page.locator("#mic-audio button.stop-button").wait_for()
-    page.wait_for_timeout(7_200)  # the padded clip is ~7 s
-    page.locator("#mic-audio button.stop-button").click()
-    page.locator("#mic-audio").get_by_role("button", name="Play", exact=True).wait_for()
+    wait_for_recorded(page, "#mic-audio", 7)  # the padded clip is ~7 s
+    stop_recording(page, "#mic-audio")
 
     shown = click_transcribe_and_wait(page, "mic")
     # The beep Chromium plays without a file has no words: these prove the file's audio arrived.
@@ -243,7 +265,7 @@ def test_url_tab(open_page, media_site, reference, screenshots):
         shown = click_transcribe_and_wait(page, "url")
         media = page.locator("#url-media").inner_text()
         assert Path(name).stem in media and "0:0" in media, media  # title and duration (m:ss)
-        with fetched_audio(url) as fetched:
+        with fetched_audio(url, DownloadLimits(allow_private_urls=True)) as fetched:
             assert shown and shown == reference(fetched.path), (name, shown)
         page.locator(f"#url-srt a[download='{Path(name).stem}.srt']").wait_for()
     screenshot(page, screenshots, "url")
@@ -278,11 +300,11 @@ def test_api_errors_are_one_line(server, runs_dir, galician_clips):
     clip = handle_file(str(galician_clips[0]))
     broken = str(add_broken_run(runs_dir))
     cases = [
-        ((clip, broken, "gl"), "/transcribe_file", f"{broken}: could not load the model"),
+        ((clip, broken, "gl"), "/transcribe_file", "model.bin: not a CTranslate2 model.bin"),
         (("", "base", "gl"), "/transcribe_url", "No URL"),
         (("ftp://example.org/a.mp3", "base", "gl"), "/transcribe_url", "only http(s) URLs"),
         ((clip, "/no/such/model", "gl"), "/transcribe_file", "/no/such/model: model not found"),
-        ((clip, "base", "xx"), "/transcribe_file", "xx: unknown language code"),
+        ((clip, "base", "xx"), "/transcribe_file", "language xx: not a Whisper language"),
     ]
     for args, api_name, needle in cases:
         with pytest.raises(AppError) as caught:
@@ -328,7 +350,7 @@ def test_model_cache_keeps_a_few_and_words_load_failures(tmp_path):
     folders = []
     for name in "abc":
         (tmp_path / name).mkdir()
-        (tmp_path / name / "model.bin").write_bytes(b"")
+        (tmp_path / name / "model.bin").write_bytes(WHISPER_HEADER)  # resolve() reads only the header
         folders.append(str(tmp_path / name))
 
     def factory(spec):
@@ -346,7 +368,9 @@ def test_model_cache_keeps_a_few_and_words_load_failures(tmp_path):
 
 
 def test_cli_app_command():
-    args = build_parser().parse_args(["app", "--model", "base", "runs/x/best-ct2", "--port", "7999", "--runs-dir", "elsewhere"])
+    args = build_parser("app").parse_args(["app", "--model", "base", "runs/x/best-ct2", "--port", "7999", "--runs-dir", "elsewhere"])
     assert args.models == ["base", "runs/x/best-ct2"] and args.port == 7999 and args.runs_dir == "elsewhere"
-    assert args.host == "127.0.0.1" and not args.share
+    assert not hasattr(args, "host") and not hasattr(args, "share")  # not given: AppConfig's defaults apply
+    config = AppConfig(models=args.models, port=args.port, runs_dir=args.runs_dir)
+    assert config.host == "127.0.0.1" and not config.share and config.language == "gl"
     assert_one_line_error(run_cli("app", "--model", "/no/such/model", "--port", str(free_port()), timeout=120), "/no/such/model")

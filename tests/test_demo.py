@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from galwhisper.demo import DemoConfig, run_demo
 
 
-def test_tiny_demo_end_to_end(tmp_path):
+@pytest.mark.slow
+def test_tiny_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     overrides = dict(max_steps=8, eval_steps=4, batch_size=4, eval_batch_size=8, max_eval_samples=2, warmup_steps=0,
                      learning_rate=2e-4, logging_steps=2)
@@ -19,6 +22,13 @@ def test_tiny_demo_end_to_end(tmp_path):
     # Fine-tuning must at least fit the sentences it trained on.
     assert report["after"]["train"]["wer"] <= report["before"]["train"]["wer"]
     assert set(report["before"]) == {"test", "test_unseen", "train"}
-    # A second run reuses corpus, features and training.
+    # A second run reuses corpus, features, training and evaluations: nothing is rewritten.
+    outputs = [out / "run" / "best-ct2" / "model.bin", out / "run" / "train.json", out / "features" / "prepare.json",
+               out / "eval" / "fine-tuned-test" / "results.json"]
+    stamps = [p.stat().st_mtime_ns for p in outputs]
+    capsys.readouterr()
     again = run_demo(config)
-    assert again["timings_seconds"]["fine-tuning"] < 5
+    printed = capsys.readouterr().out
+    assert [p.stat().st_mtime_ns for p in outputs[:2] + outputs[3:]] == stamps[:2] + stamps[3:]
+    assert "reusing the finished training" in printed and "reusing 6 prepared clips" in printed
+    assert again["after"]["test"]["wer"] == report["after"]["test"]["wer"]

@@ -9,7 +9,7 @@ import jiwer
 import pytest
 from transformers.models.whisper.english_normalizer import BasicTextNormalizer
 
-from conftest import GALICIAN, assert_one_line_error, run_cli
+from conftest import GALICIAN, assert_one_line_error, run_cli, run_main
 from galwhisper import models
 from galwhisper.evaluate import EvaluateConfig, evaluate
 
@@ -59,6 +59,6 @@ def test_manifest_source_is_evaluated_whole(tmp_path, galician_clips):
 
 
 def test_bad_data_and_model_are_one_line_errors(tiny_prepared, tmp_path):
-    assert_one_line_error(run_cli("evaluate", "--model", "base", "--data", str(tmp_path)), "neither a prepared folder")
-    assert_one_line_error(run_cli("evaluate", "--model", str(tmp_path / "no"), "--data", str(tiny_prepared)), "model not found")
-    assert_one_line_error(run_cli("evaluate", "--model", "base", "--data", str(tiny_prepared), "--split", "nope"), "no prepared split")
+    assert_one_line_error(run_main("evaluate", "--model", "base", "--data", str(tmp_path)), "neither a prepared folder")
+    assert_one_line_error(run_main("evaluate", "--model", str(tmp_path / "no"), "--data", str(tiny_prepared)), "model not found")
+    assert_one_line_error(run_main("evaluate", "--model", "base", "--data", str(tiny_prepared), "--split", "nope"), "no prepared split")

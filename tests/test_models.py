@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from galwhisper import features, models
+from galwhisper import convert, features, models
 from galwhisper.audio import load_audio
 from galwhisper.errors import GalwhisperError
 
@@ -39,7 +39,7 @@ def test_half_written_model_is_rebuilt():
 
 
 def test_reader_sees_all_tensors():
-    variables, aliases = models.read_ct2_model(models.bundled_ct2_dir() / "model.bin")
+    variables, aliases = convert.read_ct2_model(models.bundled_ct2_dir() / "model.bin")
     assert len(variables) == 212
     weights = {k: v for k, v in variables.items() if v.ndim >= 1}
     scalars = {k: int(v) for k, v in variables.items() if v.ndim == 0}  # configuration, not weights
@@ -84,9 +84,9 @@ def test_greedy_tokens_match_ctranslate2(hf_base, galician_clips):
 def test_round_trip_export_is_identical(tmp_path, galician_clips):
     from galwhisper.transcribe import TranscribeOptions, Transcriber
 
-    exported = models.export_ct2(models.hf_dir("base"), tmp_path / "ct2")
-    original, _ = models.read_ct2_model(models.bundled_ct2_dir() / "model.bin")
-    again, _ = models.read_ct2_model(exported / "model.bin")
+    exported = convert.export_ct2(models.hf_dir("base"), tmp_path / "ct2")
+    original, _ = convert.read_ct2_model(models.bundled_ct2_dir() / "model.bin")
+    again, _ = convert.read_ct2_model(exported / "model.bin")
     # The export may add configuration scalars a newer ctranslate2 knows; every original entry
     # must come back bit for bit.
     assert original.keys() <= again.keys()
@@ -103,8 +103,10 @@ def test_resolve_specs(tmp_path):
     assert models.resolve("openai/whisper-small").kind == "hub"
     with pytest.raises(GalwhisperError, match="not found"):
         models.resolve(str(tmp_path / "nope"))
+    with pytest.raises(GalwhisperError, match="neither model.bin"):
+        models.resolve(str(tmp_path))  # an empty folder
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(GalwhisperError, match="neither"):
+    with pytest.raises(GalwhisperError, match="describes a bert model, not Whisper"):
         models.resolve(str(tmp_path))
 
 

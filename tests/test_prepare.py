@@ -55,9 +55,13 @@ def prepared_cv(cv_folder, tmp_path_factory):
     return config, prepare(config, progress=False)
 
 
-def test_counts_and_skipped_reasons(prepared_cv):
+def test_counts_and_skipped_reasons(prepared_cv, cv_folder):
     config, summary = prepared_cv
-    assert summary["splits"]["train"] == {"clips": 3, "seconds": pytest.approx(summary["splits"]["train"]["seconds"]), "skipped": 4}
+    train_split = summary["splits"]["train"]
+    assert (train_split["clips"], train_split["skipped"]) == (3, 4)
+    # The seconds are the kept clips' decoded lengths, measured here independently.
+    clips = [cv_folder / "clips" / f"common_voice_gl_{i}.mp3" for i in range(3)]
+    assert train_split["seconds"] == pytest.approx(sum(len(load_audio(c)) / 16000 for c in clips), abs=0.05)
     assert summary["splits"]["validation"]["clips"] == 1 and summary["splits"]["test"]["clips"] == 1
     assert "validated" not in summary["splits"]
     reasons = {s["id"]: s["reason"] for s in summary["skipped"]}
@@ -90,9 +94,7 @@ def test_second_run_is_a_cache_hit(prepared_cv, capsys):
     config, first = prepared_cv
     marker = config.out_dir / "train" / MARKER
     before = marker.stat().st_mtime_ns
-    started = time.perf_counter()
     again = prepare(config, progress=False)
-    assert time.perf_counter() - started < 15
     assert "reusing" in capsys.readouterr().out
     assert marker.stat().st_mtime_ns == before
     assert again["splits"] == first["splits"]
@@ -134,7 +136,9 @@ def test_manifest_and_datasets_folder(cv_folder, tmp_path):
     manifest = tmp_path / "list.csv"
     manifest.write_text("path,sentence\n" + "".join(f"{c},{GALICIAN[int(c.stem[-1])]}\n" for c in clips), encoding="utf-8")
     summary = prepare(PrepareConfig(source=f"manifest:{manifest}", out_dir=tmp_path / "m"), progress=False)
-    assert summary["splits"] == {"all": {"clips": 5, "seconds": pytest.approx(summary["splits"]["all"]["seconds"]), "skipped": 0}}
+    assert list(summary["splits"]) == ["all"]
+    assert (summary["splits"]["all"]["clips"], summary["splits"]["all"]["skipped"]) == (5, 0)
+    assert summary["splits"]["all"]["seconds"] == pytest.approx(sum(len(load_audio(c)) / 16000 for c in clips), abs=0.05)
 
     data = Dataset.from_dict({"audio": [str(c) for c in clips], "sentence": [GALICIAN[int(c.stem[-1])] for c in clips]})
     data.cast_column("audio", Audio(decode=False)).save_to_disk(str(tmp_path / "ds"))

@@ -133,10 +133,8 @@ def test_corpus_json(corpus):
 def test_second_build_is_reused(corpus, caplog):
     config, folder = corpus
     before = {p.name: p.stat().st_mtime_ns for p in (folder / "clips").iterdir()}
-    started = time.monotonic()
     with caplog.at_level("INFO", logger="galwhisper.synthetic"):
         assert build_corpus(config, progress=False) == folder
-    assert time.monotonic() - started < 2
     assert "Reusing" in caplog.text
     assert {p.name: p.stat().st_mtime_ns for p in (folder / "clips").iterdir()} == before
 

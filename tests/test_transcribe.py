@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import ENGLISH, assert_one_line_error, ffmpeg, run_cli, serve_folder, speak
+from conftest import ENGLISH, assert_one_line_error, ffmpeg, run_cli, run_main, serve_folder, speak
 from galwhisper.audio import SAMPLE_RATE, load_audio, write_wav
 from galwhisper.transcribe import TranscribeOptions, Transcriber, render
 
@@ -45,6 +45,7 @@ def three_minutes(tmp_path_factory):
     return folder / "long.wav", len(audio) / SAMPLE_RATE
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", [8, 1])
 def test_long_form_segments_in_order(transcriber, three_minutes, batch_size):
     path, seconds = three_minutes
@@ -59,6 +60,7 @@ def test_long_form_segments_in_order(transcriber, three_minutes, batch_size):
     assert result.text.lower().count("country") >= 18
 
 
+@pytest.mark.slow
 def test_srt_vtt_json_parse(transcriber, three_minutes, tmp_path):
     result = transcriber.transcribe(three_minutes[0], TranscribeOptions(language="en", batch_size=1))
     srt = render(result, "srt")
@@ -109,14 +111,14 @@ def test_silence_gives_empty_text(tmp_path):
 
 def test_bad_files_fail_with_one_line(tmp_path):
     missing = tmp_path / "missing.wav"
-    assert_one_line_error(run_cli("transcribe", str(missing)), str(missing), "not found")
+    assert_one_line_error(run_main("transcribe", str(missing)), str(missing), "not found")
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
-    assert_one_line_error(run_cli("transcribe", str(empty)), str(empty), "empty")
+    assert_one_line_error(run_main("transcribe", str(empty)), str(empty), "empty")
     text = tmp_path / "notes.wav"
     text.write_text("this is not audio at all\n" * 20)
-    assert_one_line_error(run_cli("transcribe", str(text)), str(text), "not a readable audio")
-    assert_one_line_error(run_cli("transcribe", "x.wav", "--model", str(tmp_path / "nomodel")), "model not found")
+    assert_one_line_error(run_main("transcribe", str(text)), str(text), "not a readable audio")
+    assert_one_line_error(run_main("transcribe", "x.wav", "--model", str(tmp_path / "nomodel")), "model not found")
 
 
 @pytest.fixture(scope="module")
@@ -128,14 +130,15 @@ def web(english_clip, tmp_path_factory):
 
 
 def test_url_is_transcribed_through_yt_dlp(web, tmp_path):
-    proc = run_cli("transcribe", f"{web}/talk.webm", "--language", "en", "--format", "txt", "--output-dir", str(tmp_path))
+    proc = run_cli("transcribe", f"{web}/talk.webm", "--language", "en", "--format", "txt", "--output-dir", str(tmp_path),
+                   "--allow-private-urls")
     assert proc.returncode == 0, proc.stderr
     assert ENGLISH_WORDS <= words((tmp_path / "talk.txt").read_text())
 
 
 def test_bad_urls_fail_with_one_line(web):
-    assert_one_line_error(run_cli("transcribe", f"{web}/missing.webm"), f"{web}/missing.webm", "404")
-    assert_one_line_error(run_cli("transcribe", "file:///etc/passwd"), "file:///etc/passwd", "only http(s)")
-    assert_one_line_error(run_cli("transcribe", "ftp://127.0.0.1/a.wav"), "ftp://127.0.0.1/a.wav", "only http(s)")
-    big = run_cli("transcribe", f"{web}/talk.webm", "--max-download-mb", "0.001")
+    assert_one_line_error(run_main("transcribe", f"{web}/missing.webm", "--allow-private-urls"), f"{web}/missing.webm", "404")
+    assert_one_line_error(run_main("transcribe", "file:///etc/passwd"), "file:///etc/passwd", "only http(s)")
+    assert_one_line_error(run_main("transcribe", "ftp://127.0.0.1/a.wav"), "ftp://127.0.0.1/a.wav", "only http(s)")
+    big = run_main("transcribe", f"{web}/talk.webm", "--max-download-mb", "0.001", "--allow-private-urls")
     assert_one_line_error(big, f"{web}/talk.webm", "size limit")

@@ -29,22 +29,29 @@ once and kept (a few at a time) for every later request.
 from __future__ import annotations
 
 import atexit
+import errno
 import logging
 import os
 import shutil
+import signal
+import socket
 import tempfile
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
 
 from galwhisper import models as model_specs
+from galwhisper import options
 from galwhisper.audio import to_mono_16k
-from galwhisper.errors import GalwhisperError
+from galwhisper.errors import GalwhisperError, one_line
+from galwhisper.files import private_tempdir
+from galwhisper.languages import DEFAULT_LANGUAGE, language_code
 from galwhisper.media import DownloadLimits, check_url, fetched_audio
 from galwhisper.transcribe import TranscribeOptions, Transcriber, Transcript, write_transcript
 
@@ -52,7 +59,6 @@ log = logging.getLogger(__name__)
 
 TITLE = "galwhisper — Recoñecemento de fala en galego"
 SUBTITLE = "Speech recognition for Galician with Whisper: record, paste a YouTube or media link, or upload a file."
-DEFAULT_CONCURRENCY = 2  # requests worked on at once, across all tabs (2 CPU cores)
 MAX_QUEUE = 64  # waiting requests beyond this are refused with "queue full"
 MAX_LOADED_MODELS = 3  # least recently used models beyond this are dropped
 OUTPUT_MAX_AGE = 3600  # seconds an .srt we wrote is kept (Gradio serves its own copy)
@@ -70,6 +76,28 @@ LANGUAGES = [
     ("Deutsch (de)", "de"),
     ("detect (auto)", "auto"),
 ]
+
+
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """How the app is served; field names are `galwhisper app`'s option names."""
+
+    models: tuple[str, ...] = (model_specs.DEFAULT_MODEL,)  # offered first; every RUNS_DIR/*/best-ct2 too
+    runs_dir: str = "runs"
+    language: str = DEFAULT_LANGUAGE  # the language picker's first value ("auto" detects)
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    concurrency: int = 2  # requests worked on at once, across all tabs (2 CPU cores)
+    limits: DownloadLimits = field(default_factory=DownloadLimits)
+
+    def __post_init__(self):
+        object.__setattr__(self, "models", tuple(self.models or (model_specs.DEFAULT_MODEL,)))
+        object.__setattr__(self, "language", language_code(self.language, allow_auto=True) or "auto")
+        options.whole("port", self.port, minimum=0, maximum=65535)
+        options.whole("concurrency", self.concurrency, maximum=64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,9 +157,7 @@ class ModelCache:
             except GalwhisperError:
                 raise
             except Exception as exc:  # e.g. a run folder whose model.bin is damaged
-                detail = " ".join(str(exc).split()) or type(exc).__name__
-                detail = detail if len(detail) <= 160 else detail[:159] + "…"
-                raise GalwhisperError(f"{spec}: could not load the model ({detail})") from None
+                raise GalwhisperError(f"{spec}: could not load the model ({one_line(exc, 160)})") from None
             else:
                 with self._lock:
                     self._loaded[key] = transcriber
@@ -168,14 +194,7 @@ def _as_gr_error(hide: str | None = None) -> Iterator[None]:
 
 
 def _language(code: str | None) -> str | None:
-    from faster_whisper.tokenizer import _LANGUAGE_CODES
-
-    code = (code or "").strip().lower() or "gl"
-    if code == "auto":
-        return None
-    if code not in _LANGUAGE_CODES:
-        raise GalwhisperError(f"{code}: unknown language code (use a Whisper code such as gl, es, en, or auto)")
-    return code
+    return language_code((code or "").strip() or DEFAULT_LANGUAGE, allow_auto=True, option="language")
 
 
 def _clock(seconds: float | None) -> str:
@@ -205,7 +224,8 @@ class _Service:
     def __init__(self, limits: DownloadLimits | None, cache: ModelCache):
         self.limits = limits or DownloadLimits()
         self.models = cache
-        self.workdir = Path(tempfile.mkdtemp(prefix="galwhisper-app-"))
+        # Named after this process: removed on exit, or by the next galwhisper if this one is killed.
+        self.workdir = private_tempdir("app")
         atexit.register(shutil.rmtree, self.workdir, ignore_errors=True)
 
     def _output_dir(self) -> Path:
@@ -247,7 +267,7 @@ class _Service:
         if not url:
             raise gr.Error("No URL: paste a YouTube link or the address of an audio or video file.", print_exception=False)
         with _as_gr_error():
-            check_url(url)  # refuse file://, ftp://, ... before anything is loaded
+            check_url(url, self.limits.allow_private_urls)  # refuse file://, ftp://, ... before anything is loaded
             options = TranscribeOptions(language=_language(language))
             transcriber = self._load(model, progress)
             progress(0.1, desc="Downloading")
@@ -281,17 +301,13 @@ def _outputs(prefix: str):
     return text, srt, info
 
 
-def build_app(
-    models: list[str] | None = None,
-    runs_dir: str | os.PathLike = "runs",
-    limits: DownloadLimits | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    preload: bool = False,
-) -> gr.Blocks:
-    """The Gradio app. `models`: specs offered first (default: base); every
-    `runs_dir/*/best-ct2` is offered too. `preload`: load the first model now, so a bad
-    spec fails here and the first request does not wait."""
-    service = _Service(limits, ModelCache())
+def build_app(config: AppConfig | None = None, preload: bool = False) -> gr.Blocks:
+    """The Gradio app. `config.models`: specs offered first; every `runs_dir/*/best-ct2` is
+    offered too. `preload`: load the first model now, so a bad spec fails here and the first
+    request does not wait."""
+    config = config or AppConfig()
+    models, runs_dir, concurrency = list(config.models), config.runs_dir, config.concurrency
+    service = _Service(config.limits, ModelCache())
     choices = model_choices(models, runs_dir)
     if preload:
         service.models.get(choices[0][1])
@@ -304,7 +320,7 @@ def build_app(
                 info="bundled base, a fine-tuned run, or type a model folder",
             )  # fmt: skip
             language = gr.Dropdown(
-                LANGUAGES, value="gl", label="Language", allow_custom_value=True, elem_id="language",
+                LANGUAGES, value=config.language, label="Language", allow_custom_value=True, elem_id="language",
                 info="'auto' detects it",
             )  # fmt: skip
         common = dict(concurrency_limit=concurrency, concurrency_id="transcribe")
@@ -321,8 +337,8 @@ def build_app(
                 limits = service.limits
                 url = gr.Textbox(
                     label="YouTube link or media URL", placeholder="https://www.youtube.com/watch?v=…  or  https://…/talk.mp3",
-                    info=f"http(s) only; up to {_clock(limits.max_seconds)} of audio, {limits.max_bytes / 1e6:g} MB, "
-                    f"{limits.timeout_seconds:g} s to download",
+                    info=f"http(s) only; up to {_clock(limits.max_duration)} of audio, {limits.max_download_mb:g} MB, "
+                    f"{limits.download_timeout:g} s to download",
                     elem_id="url-input",
                 )  # fmt: skip
                 url_button = gr.Button("Transcribe", variant="primary", elem_id="url-button")
@@ -349,24 +365,35 @@ def build_app(
     return demo
 
 
-def launch(
-    models: list[str] | None = None,
-    runs_dir: str | os.PathLike = "runs",
-    limits: DownloadLimits | None = None,
-    *,
-    server_name: str = "127.0.0.1",
-    server_port: int = 7860,
-    share: bool = False,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    preload: bool = True,
-    **launch_kwargs,
-) -> gr.Blocks:
+def launch(config: AppConfig | None = None, preload: bool = True, **launch_kwargs) -> gr.Blocks:
     """Build the app and serve it (blocks unless `prevent_thread_lock=True`); returns the app."""
+    config = config or AppConfig()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    for spec in models or []:
+    for spec in config.models:
         model_specs.resolve(spec)  # a typo in --model fails now, with one line
-    demo = build_app(models, runs_dir, limits, concurrency=concurrency, preload=preload)
+    _check_port_free(config.host, config.port)
+    # SIGTERM (a service manager stopping the app) ends the process through atexit, which
+    # removes the app's temp folder; without this, SIGTERM skips atexit.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)
+    demo = build_app(config, preload=preload)
     launch_kwargs.setdefault("ssr_mode", False)
     launch_kwargs.setdefault("show_error", False)
-    demo.launch(server_name=server_name, server_port=server_port, share=share, **launch_kwargs)
+    demo.launch(server_name=config.host, server_port=config.port, share=config.share, **launch_kwargs)
     return demo
+
+
+def _stop(signum, _frame) -> None:
+    raise SystemExit(128 + signum)  # a normal exit: atexit handlers run
+
+
+def _check_port_free(host: str, port: int) -> None:
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise GalwhisperError(f"--port {port}: already in use on {host}; choose another --port") from None
+            raise GalwhisperError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None

@@ -13,20 +13,25 @@ from typing import BinaryIO, Union
 
 import numpy as np
 
-from galwhisper.errors import GalwhisperError
+from galwhisper.errors import GalwhisperError, one_line
 
 SAMPLE_RATE = 16000
 AudioInput = Union[str, os.PathLike, bytes, BinaryIO, np.ndarray]
 
 
-def load_audio(source: AudioInput, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def load_audio(source: AudioInput, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
     """Return the audio of `source` as mono float32 at `sample_rate`.
 
     `source` is a path, raw file bytes, a binary file object, or an array that is already
-    16 kHz mono (returned as float32). Raises GalwhisperError naming the input on failure.
+    16 kHz mono (returned as float32). With `max_seconds`, audio that is longer is refused from
+    the container's stated duration, or while decoding, never after decoding all of it.
+    Raises GalwhisperError naming the input on failure.
     """
     if isinstance(source, np.ndarray):
-        return np.ascontiguousarray(source, dtype=np.float32).reshape(-1)
+        audio = np.ascontiguousarray(source, dtype=np.float32).reshape(-1)
+        if max_seconds is not None and len(audio) > max_seconds * sample_rate:
+            raise GalwhisperError(f"{describe(source)}: {_over(len(audio) / sample_rate, max_seconds)}")
+        return audio
     name = describe(source)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -42,30 +47,63 @@ def load_audio(source: AudioInput, sample_rate: int = SAMPLE_RATE) -> np.ndarray
             raise GalwhisperError(f"{name}: no audio data")
         source = io.BytesIO(source)
     try:
-        audio = _decode(source, sample_rate)
+        audio = _decode(source, sample_rate, max_seconds)
+    except (GalwhisperError, MemoryError):
+        raise
+    except _TooLong as exc:
+        raise GalwhisperError(f"{name}: {_over(exc.seconds, max_seconds)}") from None
+    except _NoAudio:
+        raise GalwhisperError(f"{name}: has no audio stream (a video or image without sound?)") from None
     except Exception as exc:  # PyAV raises many types; all mean "not decodable"
-        raise GalwhisperError(f"{name}: not a readable audio/video file ({_short(exc)})") from None
+        raise GalwhisperError(f"{name}: not a readable audio/video file ({one_line(exc, 160)})") from None
     if audio.size == 0:
         raise GalwhisperError(f"{name}: contains no audio samples")
     return audio
 
 
-def _decode(source, sample_rate: int) -> np.ndarray:
+class _NoAudio(Exception):
+    pass
+
+
+class _TooLong(Exception):
+    def __init__(self, seconds: float):
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+def _over(seconds: float, cap: float | None) -> str:
+    return f"is {seconds:.0f} s long, over the {cap:g} s duration limit"
+
+
+def _decode(source, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
     """PyAV decode + resample to mono float32, as faster_whisper.audio.decode_audio does, but
     without its gc.collect() per call: with transformers imported that collection cost ~100 ms
     a clip, 30x the decoding itself (benchmarks/prepare_speed.py)."""
     import av
 
     resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=sample_rate)
-    chunks = []
+    chunks, samples = [], 0
+    limit = None if max_seconds is None else int(max_seconds * sample_rate)
     with av.open(source, mode="r", metadata_errors="ignore") as container:
+        if not container.streams.audio:
+            raise _NoAudio()
+        stated = container.duration / av.time_base if container.duration else None
+        if max_seconds is not None and stated is not None and stated > max_seconds + 1:
+            raise _TooLong(stated)
         for frame in _valid_frames(container.decode(audio=0)):
             frame.pts = None
-            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))
+                samples += chunks[-1].size
+            if limit is not None and samples > limit + sample_rate:
+                raise _TooLong(samples / sample_rate)
         chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]  # flush
     if not chunks:
         return np.zeros(0, dtype=np.float32)
-    return np.concatenate(chunks).astype(np.float32) / 32768.0
+    audio = np.concatenate(chunks).astype(np.float32) / 32768.0
+    if limit is not None and audio.size > limit:
+        raise _TooLong(audio.size / sample_rate)
+    return audio
 
 
 def _valid_frames(frames):
@@ -114,8 +152,3 @@ def describe(source: AudioInput) -> str:
     if isinstance(source, (str, os.PathLike)):
         return str(source)
     return getattr(source, "name", None) or "<audio data>"
-
-
-def _short(exc: Exception) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:160]

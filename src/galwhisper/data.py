@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from galwhisper.errors import GalwhisperError
+from galwhisper.errors import GalwhisperError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -215,22 +215,41 @@ def _read_header(file: Path, delimiter: str) -> list[str]:
     try:
         with open(file, encoding="utf-8-sig", newline="") as handle:
             first = handle.readline()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GalwhisperError(f"{file}: cannot read ({exc})") from None
+    except UnicodeDecodeError:
+        raise GalwhisperError(f"{file}: line 1 is not UTF-8 text") from None
+    except OSError as exc:
+        raise GalwhisperError(f"{file}: cannot read ({exc.strerror or exc})") from None
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     fields = next(csv.reader([first], delimiter=delimiter, quoting=quoting), [])
     return [name.strip().lower() for name in fields]
 
 
 def _read_table(file: Path, delimiter: str) -> Iterator[dict[str, str]]:
-    """Rows as dicts with lower-case keys. TSVs are unquoted: CV sentences contain quotes."""
+    """Rows as dicts with lower-case keys. TSVs are unquoted: CV sentences contain quotes.
+
+    A byte that is not UTF-8 anywhere in the file is a one-line error naming file and line."""
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     with open(file, encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
-        header = [name.strip().lower() for name in next(reader, [])]
-        for values in reader:
-            if values:
-                yield dict(zip(header, values))
+        try:
+            header = [name.strip().lower() for name in next(reader, [])]
+            for values in reader:
+                if values:
+                    yield dict(zip(header, values))
+        except UnicodeDecodeError:
+            raise GalwhisperError(f"{file}: line {_first_bad_line(file)} is not UTF-8 text") from None
+        except csv.Error as exc:
+            raise GalwhisperError(f"{file}: line {reader.line_num}: {one_line(exc)}") from None
+
+
+def _first_bad_line(file: Path) -> int:
+    with open(file, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
 
 
 # ---------------------------------------------------------------- Hugging Face datasets
@@ -271,13 +290,13 @@ def _load_local_dataset(folder: Path, source: Source, streaming: bool):
         try:
             return datasets.load_from_disk(str(folder))
         except Exception as exc:  # datasets raises many types for a damaged folder
-            raise GalwhisperError(f"{label}: not a readable save_to_disk folder ({_short(exc)})") from None
+            raise GalwhisperError(f"{label}: not a readable save_to_disk folder ({one_line(exc)})") from None
     if not folder.is_dir():
         raise GalwhisperError(f"{label}: not a dataset folder (save_to_disk output, or audio files with metadata.csv)")
     try:  # audiofolder (audio + metadata.csv), csv/json/parquet files, ...
         return datasets.load_dataset(str(folder), source.config, streaming=streaming)
     except Exception as exc:
-        raise GalwhisperError(f"{label}: cannot load the dataset folder ({_short(exc)})") from None
+        raise GalwhisperError(f"{label}: cannot load the dataset folder ({one_line(exc)})") from None
 
 
 def _load_hub_dataset(source: Source, streaming: bool):
@@ -293,7 +312,7 @@ def _load_hub_dataset(source: Source, streaming: bool):
         return datasets.load_dataset(source.location, source.config, streaming=streaming)
     except Exception as exc:  # classify by type name: the classes moved between library versions
         kinds = {cls.__name__ for cls in type(exc).__mro__}
-        text = _short(exc)
+        text = one_line(exc)
         if kinds & {"ConnectionError", "OfflineModeIsEnabled", "LocalEntryNotFoundError"} or "Couldn't reach" in text:
             raise GalwhisperError(f"{label}: cannot reach the Hugging Face hub (offline?)") from None
         if "DatasetNotFoundError" in kinds or "RepositoryNotFoundError" in kinds:
@@ -366,8 +385,3 @@ def _synthetic_rows(source: Source, wanted: set[str] | None, config) -> Iterator
         config = dataclasses.replace(config, out_dir=Path(source.location).expanduser())
     folder = build_corpus(config)  # returns at once when the corpus is already built
     return _cv_rows(folder, wanted, str(source))
-
-
-def _short(exc: Exception) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:200]

@@ -16,7 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from galwhisper import options, plots
+from galwhisper.errors import GalwhisperError, one_line
 from galwhisper.evaluate import EvaluateConfig, ModelResult, evaluate, markdown_table
+from galwhisper.files import write_json_atomic, write_text_atomic
 from galwhisper.prepare import MARKER, PrepareConfig, prepare
 from galwhisper.synthetic import SyntheticConfig
 from galwhisper.train import make_config, train
@@ -24,7 +27,7 @@ from galwhisper.train import make_config, train
 TEST_SPLITS = ("test", "test_unseen")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DemoConfig:
     out: Path = Path("runs/demo")
     n_train: int | None = None  # sentences; None: the whole built-in corpus
@@ -35,6 +38,12 @@ class DemoConfig:
     extra_eval_splits: tuple[str, ...] = ()  # e.g. ("train",) to check memorisation
     fresh: bool = False
     seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "out", Path(self.out))
+        for name in ("n_train", "n_validation", "n_test"):
+            options.whole(name, getattr(self, name), optional=True)
+        make_config(self.preset, **self.train_overrides)  # bad overrides are refused before any work
 
 
 def run_demo(config: DemoConfig) -> dict:
@@ -86,7 +95,9 @@ def run_demo(config: DemoConfig) -> dict:
     clip = _first_test_clip(out / "corpus")
     proc = subprocess.run([sys.executable, "-m", "galwhisper.cli", "transcribe", str(clip["path"]), "--model", tuned],
                           capture_output=True, text=True)
-    transcript = proc.stdout.strip() if proc.returncode == 0 else f"(failed: {proc.stderr.strip()})"
+    if proc.returncode != 0:
+        raise GalwhisperError(f"demo: galwhisper transcribe of {clip['path']} failed ({one_line(proc.stderr or proc.returncode)})")
+    transcript = proc.stdout.strip()
     done("transcribe with the exported model")
 
     total = round(time.perf_counter() - started, 1)
@@ -100,8 +111,8 @@ def run_demo(config: DemoConfig) -> dict:
         "timings_seconds": timings,
         "total_seconds": total,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
-    (out / "report.md").write_text(render_report(report, before, after, run_dir, tuned))
+    write_json_atomic(out / "report.json", report)
+    write_text_atomic(out / "report.md", render_report(report, before, after, run_dir, tuned))
     print_summary(report, out)
     return report
 
@@ -132,7 +143,7 @@ def _evaluate_or_reuse(spec: str, features_dir: Path, split: str, out: Path) -> 
         print(f"demo: reusing the evaluation of {spec} on {split} in {out}")
         return ModelResult.from_dict(json.loads(results.read_text())["models"][0])
     result = evaluate(EvaluateConfig(models=[spec], data=str(features_dir), split=split, out=str(out)))[0]
-    key_file.write_text(json.dumps(key))
+    write_json_atomic(key_file, key)
     return result
 
 
@@ -145,27 +156,12 @@ def _first_test_clip(corpus: Path) -> dict:
 
 
 def _side_by_side_plots(before: dict, after: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     splits = list(before)
-    x = np.arange(len(splits))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for offset, (label, results) in zip((-0.2, 0.2), (("zero-shot whisper-base", before), ("fine-tuned", after))):
-        values = [100 * results[s].rates.wer for s in splits]
-        ax.bar(x + offset, values, 0.4, label=label)
-        for xi, v in zip(x + offset, values):
-            ax.text(xi, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x, splits)
-    ax.set(ylabel="WER % (Whisper-normalised)", title="Synthetic Galician (espeak-ng voices): WER before and after")
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "wer.png", dpi=110)
-    plt.close(fig)
+    plots.grouped_bars(out / "wer.png", splits,
+                       {"zero-shot whisper-base": [100 * before[s].rates.wer for s in splits],
+                        "fine-tuned": [100 * after[s].rates.wer for s in splits]},
+                       title="Synthetic Galician (espeak-ng voices): WER before and after",
+                       ylabel="WER % (Whisper-normalised)")
 
 
 def render_report(report: dict, before: dict[str, ModelResult], after: dict[str, ModelResult], run_dir: Path, tuned: str) -> str:

@@ -1,9 +1,10 @@
 """Models x test data -> WER/CER tables, JSON, a bar chart and per-utterance errors.
 
-Every model is evaluated on the fast engine (CTranslate2; transformers folders are exported
-once and cached) from the *prepared* features, so evaluation sees exactly the features
-training used. Data is a prepared folder, or any `prepare` source, prepared on the fly into
-a cache folder (a manifest without splits is evaluated whole, as split "all").
+Every model is evaluated on the fast engine (CTranslate2 through faster-whisper's WhisperModel,
+loaded by `models.load_whisper` exactly as `transcribe` loads it; transformers folders are
+exported once and cached) from the *prepared* features, so evaluation sees exactly the features
+training used. Data is a prepared folder, or any `prepare` source, prepared on the fly into a
+cache folder (a manifest without splits is evaluated whole, as split "all").
 
 JSON schema (rates are fractions: 0.263 means 26.3%):
     {"data": str, "split": str, "language": str, "synthetic": bool,
@@ -18,32 +19,46 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from galwhisper import metrics, models
+from galwhisper import features, metrics, models, options, plots
 from galwhisper.errors import GalwhisperError
-from galwhisper.prepare import PrepareConfig, check_compatible, load_prepared, load_split, prepare
+from galwhisper.files import cache_root, check_name, check_output_dir, check_output_file, safe_name, write_json_atomic, write_text_atomic
+from galwhisper.languages import DEFAULT_LANGUAGE, language_code
+from galwhisper.prepare import TASKS, PrepareConfig, check_compatible, load_prepared, load_split, prepare
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvaluateConfig:
-    models: list[str]
+    models: tuple[str, ...]
     data: str
     split: str = "test"
-    language: str = "gl"
+    language: str = DEFAULT_LANGUAGE
     task: str = "transcribe"
     out: str | None = None  # folder for table, JSON, PNG, TSVs
     json_path: str | None = None
     beam_size: int = 1
     batch_size: int = 16
-    max_new_tokens: int = 440  # upper cap; features.token_budget cuts loops by clip length
+    max_new_tokens: int = features.MAX_NEW_TOKENS  # upper cap; features.token_budget cuts loops by clip length
     compute_type: str = "int8"
     max_utterances: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "models", tuple(self.models or ()))
+        if not self.models:
+            raise GalwhisperError("evaluate: give at least one --model")
+        object.__setattr__(self, "language", language_code(self.language))
+        options.one_of("task", self.task, TASKS)
+        check_name(self.split, "--split")
+        options.whole("beam_size", self.beam_size, maximum=32)
+        options.whole("batch_size", self.batch_size, maximum=1024)
+        options.whole("max_new_tokens", self.max_new_tokens, maximum=features.MAX_NEW_TOKENS)
+        options.one_of("compute_type", self.compute_type, models.COMPUTE_TYPES)
+        options.whole("max_utterances", self.max_utterances, optional=True)
 
 
 @dataclass
@@ -73,14 +88,14 @@ class ModelResult:
         }
 
 
-def prepared_folder(data: str, model: str = models.DEFAULT_MODEL, language: str = "gl") -> Path:
+def prepared_folder(data: str, model: str = models.DEFAULT_MODEL, language: str = DEFAULT_LANGUAGE) -> Path:
     """A prepared folder for `data`: itself, or a cached preparation of a source."""
     if Path(data).is_dir() and (Path(data) / "prepare.json").is_file():
         return Path(data)
     if ":" not in data and data != "synthetic":
         raise GalwhisperError(f"{data}: neither a prepared folder nor a data source (cv:DIR, manifest:FILE, ...)")
     key = hashlib.sha1(f"{data}|{model}|{language}".encode()).hexdigest()[:12]
-    folder = models.cache_root() / "prepared" / key
+    folder = cache_root() / "prepared" / key
     prepare(PrepareConfig(source=data, out_dir=folder, model=model, language=language))
     return folder
 
@@ -88,47 +103,30 @@ def prepared_folder(data: str, model: str = models.DEFAULT_MODEL, language: str 
 def transcribe_prepared(spec: str, dataset, config: EvaluateConfig) -> tuple[list[str], float]:
     """Greedy/beam decoding of prepared features with CTranslate2, batched."""
     import ctranslate2
-    from transformers import WhisperTokenizerFast
+    from faster_whisper.tokenizer import Tokenizer
 
-    from galwhisper import features
-
-    folder = models.ct2_dir(spec)
-    threads = os.cpu_count() or 1
-    model = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type=config.compute_type, intra_threads=threads)
-    tokenizer = WhisperTokenizerFast.from_pretrained(str(folder)) if (folder / "tokenizer_config.json").is_file() else None
-    tokenizer = tokenizer or _ct2_tokenizer(folder)
-    prompt = features.prompt_ids(tokenizer, config.language, config.task)
+    whisper = models.load_whisper(spec, config.compute_type)
+    tokenizer = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task=config.task, language=config.language)
+    prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
     started, texts = time.perf_counter(), []
     for start in range(0, len(dataset), config.batch_size):
         rows = dataset[start : start + config.batch_size]
         mels = [np.asarray(m, dtype=np.float32).T for m in rows["input_features"]]
         batch = ctranslate2.StorageView.from_array(features.stack_inputs(mels))
         budget = features.token_budget(float(np.max(rows["seconds"])), config.max_new_tokens)
-        results = model.generate(batch, [prompt] * len(mels), beam_size=config.beam_size,
-                                 max_length=budget + len(prompt), suppress_blank=True)
-        texts += [tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True).strip() for r in results]
+        results = whisper.model.generate(batch, [prompt] * len(mels), beam_size=config.beam_size,
+                                         max_length=budget + len(prompt), suppress_blank=True)
+        texts += [tokenizer.decode(r.sequences_ids[0]).strip() for r in results]
     return texts, time.perf_counter() - started
 
 
-def _ct2_tokenizer(folder: Path):
-    from tokenizers import Tokenizer
-
-    class _Plain:  # a CT2 folder has tokenizer.json only: enough to decode and find the prompt
-        def __init__(self, tok):
-            self.tok, self.unk_token_id, self.eos_token_id = tok, None, tok.token_to_id("<|endoftext|>")
-
-        def convert_tokens_to_ids(self, tokens):
-            return [self.tok.token_to_id(t) for t in tokens]
-
-        def decode(self, ids, skip_special_tokens=True):
-            return self.tok.decode([i for i in ids if i < self.eos_token_id] if skip_special_tokens else ids)
-
-    return _Plain(Tokenizer.from_file(str(folder / "tokenizer.json")))
-
-
 def evaluate(config: EvaluateConfig, progress: bool = True) -> list[ModelResult]:
-    if not config.models:
-        raise GalwhisperError("evaluate: give at least one --model")
+    # Where results go is checked before any work, so a late failure loses nothing.
+    if config.out:
+        check_output_dir(config.out, "--out")
+    if config.json_path:
+        check_output_file(config.json_path, "--json")
+    specs = [models.resolve(spec) for spec in config.models]  # a bad --model fails before any work
     folder = prepared_folder(config.data, config.models[0], config.language)
     prepared = load_prepared(folder)
     split = config.split if (folder / config.split).is_dir() else ("all" if (folder / "all").is_dir() else config.split)
@@ -140,17 +138,17 @@ def evaluate(config: EvaluateConfig, progress: bool = True) -> list[ModelResult]
     references = [str(s) for s in dataset["sentence"]]
     audio_seconds = float(np.sum(dataset["seconds"]))
     results = []
-    for spec in config.models:
-        check_compatible(prepared, spec, folder)
+    for ref in specs:
+        check_compatible(prepared, ref.spec, folder)
         if progress:
-            print(f"evaluate: {models.resolve(spec).name} on {split} ({len(dataset)} utterances)...", flush=True)
-        hypotheses, elapsed = transcribe_prepared(spec, dataset, config)
-        results.append(ModelResult(models.resolve(spec).name, spec, metrics.error_rates(references, hypotheses),
+            print(f"evaluate: {ref.name} on {split} ({len(dataset)} utterances)...", flush=True)
+        hypotheses, elapsed = transcribe_prepared(ref.spec, dataset, config)
+        results.append(ModelResult(ref.name, ref.spec, metrics.error_rates(references, hypotheses),
                                    audio_seconds, elapsed, hypotheses))
     if config.out:
         write_reports(results, references, [str(i) for i in dataset["id"]], config, prepared, split)
     if config.json_path:
-        models.write_text_atomic(Path(config.json_path), json.dumps(to_json(results, config, prepared, split), indent=2, ensure_ascii=False))
+        write_json_atomic(Path(config.json_path), to_json(results, config, prepared, split))
     return results
 
 
@@ -183,9 +181,8 @@ def markdown_table(results: list[ModelResult]) -> str:
 
 def write_reports(results, references, ids, config: EvaluateConfig, prepared: dict, split: str) -> None:
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    models.write_text_atomic(out / "results.md", markdown_table(results))
-    models.write_text_atomic(out / "results.json", json.dumps(to_json(results, config, prepared, split), indent=2, ensure_ascii=False))
+    write_text_atomic(out / "results.md", markdown_table(results))
+    write_json_atomic(out / "results.json", to_json(results, config, prepared, split))
     plot_wer(results, out / "wer.png", title=f"{config.data} / {split}")
     for index, r in enumerate(results, start=1):
         rows = []
@@ -193,7 +190,7 @@ def write_reports(results, references, ids, config: EvaluateConfig, prepared: di
             errors, words = metrics.utterance_errors(ref, hyp)
             rows.append((errors / max(words, 1), errors, uid, ref, hyp))
         rows.sort(key=lambda row: (-row[0], -row[1], row[2]))  # worst first
-        path = out / f"utterances-{index}-{_slug(r.name)}.tsv"
+        path = out / f"utterances-{index}-{safe_name(r.name, 'model', 60)}.tsv"
         with open(path, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f, delimiter="\t", lineterminator="\n")
             writer.writerow(["id", "wer", "errors", "reference", "hypothesis"])
@@ -201,26 +198,6 @@ def write_reports(results, references, ids, config: EvaluateConfig, prepared: di
 
 
 def plot_wer(results: list[ModelResult], path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [r.name for r in results]
-    x = np.arange(len(results))
-    fig, ax = plt.subplots(figsize=(max(5, 2.2 * len(results)), 4))
-    ax.bar(x - 0.2, [100 * r.rates.wer for r in results], 0.4, label="WER")
-    ax.bar(x + 0.2, [100 * r.rates.cer for r in results], 0.4, label="CER")
-    for i, r in enumerate(results):
-        ax.text(i - 0.2, 100 * r.rates.wer, f"{100 * r.rates.wer:.1f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x, names, rotation=10, fontsize=8)
-    ax.set(ylabel="% (Whisper-normalised)", title=title)
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-")[:60]
+    plots.grouped_bars(path, [r.name for r in results],
+                       {"WER": [100 * r.rates.wer for r in results], "CER": [100 * r.rates.cer for r in results]},
+                       title=title, ylabel="% (Whisper-normalised)")

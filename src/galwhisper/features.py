@@ -16,10 +16,13 @@ from functools import lru_cache
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from galwhisper.audio import SAMPLE_RATE
+
 HOP_LENGTH = 160
 N_FRAMES = 3000  # 30 s, the encoder's fixed input length
 MAX_SECONDS = N_FRAMES * HOP_LENGTH / SAMPLE_RATE
+MAX_TARGET_TOKENS = 448  # the decoder's context: prompt + text + <|endoftext|>
+MAX_NEW_TOKENS = MAX_TARGET_TOKENS - 8  # what one window may generate after its prompt
 
 
 @lru_cache(maxsize=4)
@@ -66,16 +69,23 @@ def stack_inputs(mels: list[np.ndarray]) -> np.ndarray:
 # Labels
 
 
+def token_id(tokenizer, token: str) -> int:
+    """The id of special token `token`, looked up by name (ids differ between model families)."""
+    found = tokenizer.convert_tokens_to_ids(token)
+    if found is None or tokenizer.convert_ids_to_tokens(found) != token:
+        from galwhisper.errors import GalwhisperError
+
+        raise GalwhisperError(f"{token}: not in this model's tokenizer")
+    return int(found)
+
+
 def prompt_ids(tokenizer, language: str | None, task: str = "transcribe") -> list[int]:
     """<|startoftranscript|><|lang|><|task|><|notimestamps|> as ids."""
     tokens = ["<|startoftranscript|>"]
     if language:
         tokens.append(f"<|{language}|>")
     tokens += [f"<|{task}|>", "<|notimestamps|>"]
-    ids = tokenizer.convert_tokens_to_ids(tokens)
-    if tokenizer.unk_token_id in ids and tokenizer.unk_token_id not in (tokenizer.eos_token_id,):
-        raise ValueError(f"unknown language or task token in {tokens}")
-    return ids
+    return [token_id(tokenizer, token) for token in tokens]
 
 
 def label_ids(tokenizer, text: str, language: str | None, task: str = "transcribe") -> list[int]:
@@ -93,6 +103,6 @@ def label_ids(tokenizer, text: str, language: str | None, task: str = "transcrib
 TOKENS_PER_SECOND = 8
 
 
-def token_budget(seconds: float, cap: int = 448) -> int:
+def token_budget(seconds: float, cap: int = MAX_NEW_TOKENS) -> int:
     """How many tokens a clip of `seconds` may produce before decoding is cut off."""
     return max(16, min(cap, int(TOKENS_PER_SECOND * seconds) + 16))

@@ -5,16 +5,26 @@ yt-dlp does the fetching (it knows thousands of sites and plain file links alike
 ffmpeg CLI converts whatever came down to the wav that `galwhisper.audio.load_audio` reads.
 Nothing half-written is left behind: every download happens in its own temp folder inside
 `workdir`, which is removed on every path out, and the finished wav is renamed into place.
+
+What may be fetched is decided for every request yt-dlp makes, not only the first URL: every
+hop (the page, each redirect, the media and its fragments) must be http(s), and unless
+`allow_private_urls` is set it must not reach a loopback, private, link-local, multicast or
+reserved address. That is checked twice: on the host name before each request and redirect (a
+clear message), and on the address each socket connects to (so a name that resolves one way
+when checked and another when used still cannot reach inside).
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -23,10 +33,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Union
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
+import yt_dlp
+from yt_dlp.networking._urllib import RedirectHandler, UrllibRH
+from yt_dlp.networking.exceptions import RequestError
+
+from galwhisper import options
 from galwhisper.audio import SAMPLE_RATE
-from galwhisper.errors import GalwhisperError
+from galwhisper.errors import GalwhisperError, one_line
+from galwhisper.files import private_tempdir, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +54,23 @@ SOCKET_TIMEOUT = 30.0
 _CANCEL_GRACE = 1.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class DownloadLimits:
-    max_bytes: int = 500 * 1000 * 1000  # 500 MB of downloaded media
-    max_seconds: float = 3600.0  # duration cap: 1 h of audio
-    timeout_seconds: float = 600.0  # wall time for download + conversion
+    """Caps on one download; field names are the CLI's option names."""
+
+    max_download_mb: float = 500  # downloaded media
+    max_duration: float = 3600  # seconds of audio
+    download_timeout: float = 600  # wall time for download + conversion, seconds
+    allow_private_urls: bool = False  # loopback, private networks, link-local (e.g. cloud metadata)
+
+    def __post_init__(self):
+        options.number("max_download_mb", self.max_download_mb)
+        options.number("max_duration", self.max_duration)
+        options.number("download_timeout", self.download_timeout)
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_download_mb * 1_000_000)
 
 
 @dataclass(frozen=True)
@@ -59,10 +87,11 @@ def is_url(text: object) -> bool:
     return isinstance(text, str) and bool(_URL_RE.match(text.strip()))
 
 
-def check_url(url: str) -> None:
-    """Raise GalwhisperError unless `url` is an http(s) URL with a host.
+def check_url(url: str, allow_private: bool = False) -> None:
+    """Raise GalwhisperError unless `url` is an http(s) URL with a host that may be fetched.
 
-    file:// would read local files on a server, and ftp:// etc. are not worth the risk."""
+    file:// would read local files on a server, and ftp:// etc. are not worth the risk. A host
+    that resolves to a non-public address is refused unless `allow_private`."""
     if not is_url(url):
         raise GalwhisperError(f"{url}: not a URL (expected http:// or https://)")
     parts = urlsplit(url.strip())
@@ -70,6 +99,66 @@ def check_url(url: str) -> None:
         raise GalwhisperError(f"{url}: only http(s) URLs are supported")
     if not parts.hostname:
         raise GalwhisperError(f"{url}: URL has no host name")
+    if not allow_private:
+        for address in _addresses(url, parts.hostname):
+            _check_public(url, address)
+
+
+def _addresses(url: str, host: str) -> list[str]:
+    try:
+        return sorted({info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)})
+    except (socket.gaierror, UnicodeError):
+        raise GalwhisperError(f"{url}: host unreachable (host name not found)") from None
+
+
+def _check_public(url: str, address: str) -> None:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    if not ip.is_global or ip.is_multicast:
+        raise GalwhisperError(
+            f"{url}: refused: the host resolves to a non-public address ({ip}); "
+            "pass --allow-private-urls to fetch from your own network"
+        )
+
+
+# --- the connect-time check: an audit hook that sees every socket.connect of a download thread
+
+_POLICY = threading.local()  # .refused: the first address refused in this thread
+_HOOK_INSTALLED = False
+_HOOK_LOCK = threading.Lock()
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event != "socket.connect" or not getattr(_POLICY, "active", False):
+        return
+    address = args[1]
+    if not isinstance(address, tuple) or not address or not isinstance(address[0], str):
+        return  # a Unix socket or the like: not a network address
+    try:
+        _check_public(_POLICY.url, address[0])
+    except GalwhisperError as exc:
+        _POLICY.refused = str(exc)
+        raise ConnectionRefusedError(f"refused: non-public address {address[0]}") from None
+    except ValueError:
+        return  # a host name, not an address: only reached when the caller resolved nothing
+
+
+@contextmanager
+def _public_only(url: str, enabled: bool) -> Iterator[None]:
+    """While active (in this thread), connecting to a non-public address fails."""
+    global _HOOK_INSTALLED
+    if not enabled:
+        yield
+        return
+    with _HOOK_LOCK:
+        if not _HOOK_INSTALLED:
+            sys.addaudithook(_audit)  # process-wide and permanent; it acts only where active
+            _HOOK_INSTALLED = True
+    _POLICY.active, _POLICY.url, _POLICY.refused = True, url, None
+    try:
+        yield
+    finally:
+        _POLICY.active = False
 
 
 def download_audio(
@@ -80,9 +169,9 @@ def download_audio(
     Raises GalwhisperError (one line, naming the URL) for refused URLs, failed downloads, and
     media over `limits`; on any failure nothing is left in `workdir`."""
     limits = limits or DownloadLimits()
-    check_url(url)
     url = url.strip()
-    deadline = time.monotonic() + limits.timeout_seconds
+    check_url(url, limits.allow_private_urls)
+    deadline = time.monotonic() + limits.download_timeout
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=".download-", dir=workdir))
@@ -90,7 +179,7 @@ def download_audio(
         title, media = _fetch_with_deadline(url, folder, limits, deadline)
         wav = folder / "audio.wav"  # temp name; renamed into place only once complete
         seconds = _convert_to_wav(url, media, wav, limits, deadline)
-        final = workdir / f"{_slug(title)}-{hashlib.sha1(url.encode()).hexdigest()[:8]}.wav"
+        final = workdir / f"{safe_name(title, 'audio', 60)}-{hashlib.sha1(url.encode()).hexdigest()[:8]}.wav"
         os.replace(wav, final)
         return MediaInfo(url=url, title=title, duration=seconds, path=final)
     finally:
@@ -99,12 +188,87 @@ def download_audio(
 
 @contextmanager
 def fetched_audio(url: str, limits: Optional[DownloadLimits] = None) -> Iterator[MediaInfo]:
-    """`with fetched_audio(url) as media:` gives a MediaInfo whose wav is deleted afterwards."""
-    with tempfile.TemporaryDirectory(prefix="galwhisper-media-") as workdir:
+    """`with fetched_audio(url) as media:` gives a MediaInfo whose wav is deleted afterwards.
+
+    The temp folder carries this process's id, so one left by a killed process is removed by
+    the next galwhisper that starts a download (files.clean_stale_tempdirs)."""
+    workdir = private_tempdir("media")
+    try:
         yield download_audio(url, workdir, limits)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 # --- yt-dlp ---------------------------------------------------------------------------------
+
+
+class Refused(RequestError):
+    """A request or redirect the policy refuses; a RequestError so that yt-dlp passes it up
+    unchanged (other exceptions from a request handler are swallowed into a generic one)."""
+
+
+class _GuardedRedirectHandler(RedirectHandler):
+    """yt-dlp's redirect handler, refusing a hop to a scheme or host the policy does not allow."""
+
+    handler_order = RedirectHandler.handler_order - 1  # consulted before yt-dlp's own
+
+    def __init__(self, allow_private: bool):
+        super().__init__()
+        self.allow_private = allow_private
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        target = urljoin(req.full_url, newurl)
+        try:
+            check_url(target, self.allow_private)
+        except GalwhisperError as exc:
+            raise Refused(f"{req.full_url}: redirect refused: {exc}") from None
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+class _GuardedUrllibRH(UrllibRH):
+    """yt-dlp's urllib request handler for http(s) only, with every request checked first."""
+
+    _SUPPORTED_URL_SCHEMES = ("http", "https")
+    allow_private = False  # set per YoutubeDL by GuardedYoutubeDL
+
+    def _send(self, request):
+        try:
+            check_url(request.url, self.allow_private)
+        except GalwhisperError as exc:
+            raise Refused(str(exc)) from None
+        return super()._send(request)
+
+    def _create_instance(self, proxies, cookiejar, legacy_ssl_support=None):
+        opener = super()._create_instance(proxies, cookiejar, legacy_ssl_support)
+        opener.add_handler(_GuardedRedirectHandler(self.allow_private))
+        return opener
+
+
+class GuardedYoutubeDL(yt_dlp.YoutubeDL):
+    """YoutubeDL whose only request handler is _GuardedUrllibRH: no other handler (curl_cffi,
+    requests, websockets, file) can fetch a URL the policy refuses."""
+
+    def __init__(self, params: dict, allow_private: bool = False):
+        self._allow_private = allow_private
+        super().__init__(params)
+
+    def build_request_director(self, handlers, preferences=None):
+        director = super().build_request_director([_GuardedUrllibRH], preferences)
+        for handler in director.handlers.values():
+            handler.allow_private = self._allow_private
+        return director
+
+
+def _refusal_in(exc: BaseException | None) -> str | None:
+    """The message of our Refused, if that is what made yt-dlp fail (it arrives wrapped)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, Refused):
+            return exc.msg
+        exc = (exc.__cause__ or exc.__context__ or getattr(exc, "cause", None)
+               or (getattr(exc, "exc_info", None) or (None, None))[1])
+    return None
 
 
 class _Abort(Exception):
@@ -141,7 +305,13 @@ def _fetch_with_deadline(url: str, folder: Path, limits: DownloadLimits, deadlin
 
     def work() -> None:
         try:
-            outcome["value"] = _fetch(url, folder, limits, deadline, cancelled)
+            with _public_only(url, not limits.allow_private_urls):
+                try:
+                    outcome["value"] = _fetch(url, folder, limits, deadline, cancelled)
+                except GalwhisperError:
+                    if getattr(_POLICY, "refused", None):  # the connect-time check fired: say that, not "unreachable"
+                        raise GalwhisperError(_POLICY.refused) from None
+                    raise
         except BaseException as exc:  # handed to the caller's thread below
             outcome["error"] = exc
         finally:
@@ -167,7 +337,6 @@ def _fetch_with_deadline(url: str, folder: Path, limits: DownloadLimits, deadlin
 def _fetch(url: str, folder: Path, limits: DownloadLimits, deadline: float, cancelled: threading.Event):
     """Look up title and duration, refuse what is over the caps, then download.
     Returns (title, path of the downloaded media file)."""
-    import yt_dlp
     from yt_dlp.utils import YoutubeDLError
 
     def progress(status: dict) -> None:
@@ -179,7 +348,7 @@ def _fetch(url: str, folder: Path, limits: DownloadLimits, deadline: float, canc
             raise _Abort(_over_size(url, limits))
 
     logger = _QuietLogger()
-    options = {
+    params = {
         "quiet": True,
         "noprogress": True,
         "no_warnings": True,
@@ -189,14 +358,15 @@ def _fetch(url: str, folder: Path, limits: DownloadLimits, deadline: float, canc
         "extract_flat": "in_playlist",  # a playlist is refused below; don't resolve its entries
         "format": "bestaudio/best",
         "max_filesize": limits.max_bytes,
-        "socket_timeout": min(SOCKET_TIMEOUT, limits.timeout_seconds),
+        "socket_timeout": min(SOCKET_TIMEOUT, limits.download_timeout),
+        "hls_prefer_native": True,  # yt-dlp's own downloader (guarded), never an ffmpeg that fetches by itself
         "retries": 3,
         "fragment_retries": 3,
         "outtmpl": {"default": str(folder / "media.%(ext)s")},  # fixed name: titles can be anything
         "progress_hooks": [progress],
     }
     try:
-        with yt_dlp.YoutubeDL(options) as ydl:
+        with GuardedYoutubeDL(params, allow_private=limits.allow_private_urls) as ydl:
             info = ydl.extract_info(url, download=False)
             if info is None:
                 raise GalwhisperError(f"{url}: no audio or video found")
@@ -207,10 +377,13 @@ def _fetch(url: str, folder: Path, limits: DownloadLimits, deadline: float, canc
     except _Abort as exc:
         raise GalwhisperError(str(exc)) from None
     except YoutubeDLError as exc:
-        # A hook's _Abort may arrive wrapped in yt-dlp's DownloadError.
+        # A hook's _Abort or our refusal may arrive wrapped in yt-dlp's DownloadError.
         cause = (getattr(exc, "exc_info", None) or (None, None))[1]
-        if isinstance(cause, _Abort):
+        if isinstance(cause, (_Abort, GalwhisperError)):
             raise GalwhisperError(str(cause)) from None
+        refused = _refusal_in(exc)
+        if refused:
+            raise GalwhisperError(refused) from None
         raise GalwhisperError(_error_message(url, str(exc))) from None
 
     downloads = (result or {}).get("requested_downloads") or [{}]
@@ -232,7 +405,7 @@ def _check_info(url: str, info: dict, limits: DownloadLimits) -> str:
         raise GalwhisperError(f"{url}: is a live stream; only recorded media can be downloaded")
     duration = info.get("duration")
     duration = float(duration) if duration else None
-    if duration is not None and duration > limits.max_seconds:
+    if duration is not None and duration > limits.max_duration:
         raise GalwhisperError(_over_duration(url, limits, duration))
     size = info.get("filesize") or info.get("filesize_approx")
     if size and size > limits.max_bytes:
@@ -250,7 +423,7 @@ def _convert_to_wav(url: str, media: Path, wav: Path, limits: DownloadLimits, de
     keeps ffmpeg from decoding hours of audio only to refuse it."""
     command = [
         "ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(media),
-        "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE), "-t", f"{limits.max_seconds + 1:g}",
+        "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE), "-t", f"{limits.max_duration + 1:g}",
         "-f", "wav", str(wav),
     ]  # fmt: skip
     remaining = deadline - time.monotonic()
@@ -263,7 +436,7 @@ def _convert_to_wav(url: str, media: Path, wav: Path, limits: DownloadLimits, de
     except subprocess.TimeoutExpired:
         raise GalwhisperError(_timed_out(url, limits)) from None
     if done.returncode != 0 or not wav.is_file():
-        detail = _short(done.stderr) or f"ffmpeg exit code {done.returncode}"
+        detail = one_line(done.stderr or '') or f"ffmpeg exit code {done.returncode}"
         if "does not contain any stream" in detail or "matches no streams" in detail:
             raise GalwhisperError(f"{url}: the downloaded media has no audio track")
         raise GalwhisperError(f"{url}: downloaded file is not readable audio ({detail})")
@@ -271,7 +444,7 @@ def _convert_to_wav(url: str, media: Path, wav: Path, limits: DownloadLimits, de
         seconds = reader.getnframes() / float(reader.getframerate())
     if seconds == 0:
         raise GalwhisperError(f"{url}: the downloaded media contains no audio")
-    if seconds > limits.max_seconds:
+    if seconds > limits.max_duration:
         raise GalwhisperError(_over_duration(url, limits, None))
     return seconds
 
@@ -304,7 +477,7 @@ _HTTP_ERRORS = {401: "access denied", 403: "access denied", 404: "not found", 41
 def _error_message(url: str, raw: str) -> str:
     """Turn a yt-dlp error string into one line naming `url` and saying what went wrong."""
     # "ERROR: [youtube] abc123: Video unavailable. ..." -> "Video unavailable. ..."
-    detail = re.sub(r"^(ERROR:\s*)?(\[[\w:-]+\]\s*([\w-]+:\s+)?)?", "", _short(_strip_ansi(raw)))
+    detail = re.sub(r"^(ERROR:\s*)?(\[[\w:-]+\]\s*([\w-]+:\s+)?)?", "", one_line(_strip_ansi(raw)))
     http = re.search(r"HTTP Error (\d{3})", detail)
     if http:
         code = int(http.group(1))
@@ -318,7 +491,7 @@ def _error_message(url: str, raw: str) -> str:
 
 
 def _timed_out(url: str, limits: DownloadLimits) -> str:
-    return f"{url}: timed out (took longer than {limits.timeout_seconds:g} s)"
+    return f"{url}: timed out (took longer than {limits.download_timeout:g} s)"
 
 
 def _over_size(url: str, limits: DownloadLimits) -> str:
@@ -327,8 +500,8 @@ def _over_size(url: str, limits: DownloadLimits) -> str:
 
 def _over_duration(url: str, limits: DownloadLimits, seconds: Optional[float]) -> str:
     if seconds is None:  # measured on the converted audio, which stops just past the cap
-        return f"{url}: is longer than the {limits.max_seconds:g} s duration limit"
-    return f"{url}: is {seconds:.0f} s long, over the {limits.max_seconds:g} s duration limit"
+        return f"{url}: is longer than the {limits.max_duration:g} s duration limit"
+    return f"{url}: is {seconds:.0f} s long, over the {limits.max_duration:g} s duration limit"
 
 
 def _format_bytes(n: int) -> str:
@@ -338,12 +511,3 @@ def _format_bytes(n: int) -> str:
 def _strip_ansi(text: str) -> str:
     return _ANSI_RE.sub("", text or "")
 
-
-def _short(text: str, limit: int = 200) -> str:
-    line = " ".join((text or "").split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _slug(title: str) -> str:
-    """A file-name-safe version of `title` (the URL hash added after it keeps names unique)."""
-    return (re.sub(r"[^\w.-]+", "_", title).strip("._") or "audio")[:60]

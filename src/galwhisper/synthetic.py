@@ -33,8 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+from galwhisper import options
 from galwhisper.audio import SAMPLE_RATE, load_audio
-from galwhisper.errors import GalwhisperError
+from galwhisper.errors import GalwhisperError, bars_disabled
+from galwhisper.files import cache_root, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ DEFAULT_UNSEEN_VOICE = "pt+Henrique"
 SENTENCES_RESOURCE = "data/gl_sentences.txt"
 
 
-@dataclass
+@dataclass(frozen=True)
 class SyntheticConfig:
     """What to render. Everything except out_dir and num_workers decides the corpus content."""
 
@@ -79,6 +81,25 @@ class SyntheticConfig:
     unseen_voice: str = DEFAULT_UNSEEN_VOICE
     sentences_file: Path | None = None  # None = the packaged Galician sentences
     num_workers: int = 2
+
+    def __post_init__(self):
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        for name in ("n_train", "n_validation", "n_test"):
+            options.whole(name, getattr(self, name), minimum=0, optional=True)
+        for name in ("snr_db", "gain_db", "speed_wpm", "pitch", "speed_perturb", "silence_s"):
+            value = getattr(self, name)
+            if value is None and name == "speed_perturb":
+                continue
+            if len(value) != 2 or value[0] > value[1]:
+                raise options.refuse(name, value, "must be a (low, high) range with low <= high")
+        if self.silence_s[0] < 0 or (self.speed_perturb and self.speed_perturb[0] <= 0):
+            raise GalwhisperError("silence_s and speed_perturb must be positive")
+        _check_fractions(self.validation_fraction, self.test_fraction)
+        if not self.seen_voices:
+            raise GalwhisperError("seen_voices: needs at least one espeak-ng voice")
+        if self.unseen_voice in self.seen_voices:
+            raise GalwhisperError(f"unseen_voice={self.unseen_voice}: is also in seen_voices")
+        options.whole("num_workers", self.num_workers)
 
 
 @dataclass
@@ -134,8 +155,7 @@ def split_sentences(sentences: list[str], seed: int = 0, validation: float = 0.1
     adding sentences to the list never moves old ones between splits. Within a split sentences
     are ordered by the hash too, so taking the first N gives a spread-out sample.
     """
-    if not (0 <= validation < 1 and 0 <= test < 1 and validation + test < 1):
-        raise GalwhisperError(f"validation={validation}, test={test}: fractions must be in [0, 1) and sum below 1")
+    _check_fractions(validation, test)
     scored: dict[str, float] = {}
     for sentence in sentences:
         key = " ".join(sentence.split()).casefold()  # near-duplicates land in the same split
@@ -154,12 +174,16 @@ def split_sentences(sentences: list[str], seed: int = 0, validation: float = 0.1
     return splits
 
 
+def _check_fractions(validation: float, test: float) -> None:
+    if not (0 <= validation < 1 and 0 <= test < 1 and validation + test < 1):
+        raise GalwhisperError(f"validation={validation}, test={test}: fractions must be in [0, 1) and sum below 1")
+
+
 # ---------------------------------------------------------------- planning
 
 
 def plan_corpus(config: SyntheticConfig, sentences: list[str] | None = None) -> list[ClipPlan]:
     """Draw every clip's voice, prosody and augmentation; deterministic for a config."""
-    _check_config(config)
     if sentences is None:
         sentences = load_sentences(config.sentences_file)
     splits = split_sentences(sentences, config.seed, config.validation_fraction, config.test_fraction)
@@ -205,27 +229,6 @@ def _clip_name(split: str, index: int) -> str:
     return f"synthetic_gl_{split}_{index:05d}.mp3"
 
 
-def _check_config(config: SyntheticConfig) -> None:
-    for name in ("n_train", "n_validation", "n_test"):
-        value = getattr(config, name)
-        if value is not None and (not isinstance(value, int) or value < 0):
-            raise GalwhisperError(f"{name}={value!r}: must be a whole number >= 0 or None")
-    for name in ("snr_db", "gain_db", "speed_wpm", "pitch", "speed_perturb", "silence_s"):
-        value = getattr(config, name)
-        if value is None and name == "speed_perturb":
-            continue
-        if len(value) != 2 or value[0] > value[1]:
-            raise GalwhisperError(f"{name}={value!r}: must be a (low, high) range with low <= high")
-    if config.silence_s[0] < 0 or (config.speed_perturb and config.speed_perturb[0] <= 0):
-        raise GalwhisperError("silence_s and speed_perturb must be positive")
-    if not config.seen_voices:
-        raise GalwhisperError("seen_voices: needs at least one espeak-ng voice")
-    if config.unseen_voice in config.seen_voices:
-        raise GalwhisperError(f"unseen_voice={config.unseen_voice}: is also in seen_voices")
-    if config.num_workers < 1:
-        raise GalwhisperError(f"num_workers={config.num_workers}: must be at least 1")
-
-
 # ---------------------------------------------------------------- building
 
 
@@ -253,7 +256,7 @@ def build_corpus(config: SyntheticConfig, progress: bool = True) -> Path:
         _render_all(plans, staging, config.num_workers, progress)
         _write_tsvs(plans, staging)
         seconds = time.monotonic() - started
-        _write_json(staging / "corpus.json", _describe(config, key, plans, seconds))  # last: marks completeness
+        write_json_atomic(staging / "corpus.json", _describe(config, key, plans, seconds))  # last: marks completeness
         _move_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -263,11 +266,8 @@ def build_corpus(config: SyntheticConfig, progress: bool = True) -> Path:
 
 
 def default_corpus_dir() -> Path:
-    """Where `synthetic` without a folder is built: $GALWHISPER_CACHE/synthetic."""
-    cache = os.environ.get("GALWHISPER_CACHE")
-    if not cache:
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "galwhisper"
-    return Path(cache).expanduser() / "synthetic"
+    """Where `synthetic` without a folder is built: under the cache root."""
+    return cache_root() / "synthetic"
 
 
 def _content_key(config: SyntheticConfig, sentences: list[str]) -> dict:
@@ -346,7 +346,7 @@ def _render_all(plans: list[ClipPlan], staging: Path, num_workers: int, progress
     # Threads suffice: the work is in espeak-ng and ffmpeg subprocesses and in numpy.
     pool = ThreadPoolExecutor(max_workers=num_workers)
     try:
-        with tqdm(total=len(plans), desc="Synthetic corpus", unit="clip", disable=not progress) as bar:
+        with tqdm(total=len(plans), desc="Synthetic corpus", unit="clip", disable=bars_disabled(progress)) as bar:
             futures = [pool.submit(render_clip, plan, clips / plan.file, scratch) for plan in plans]
             for future in futures:
                 future.add_done_callback(lambda _: bar.update())
@@ -452,10 +452,6 @@ def _describe(config: SyntheticConfig, key: dict, plans: list[ClipPlan], seconds
         "build_seconds": round(seconds, 1),
         "clips": [dataclasses.asdict(plan) for plan in plans],
     }
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
 
 def _move_into_place(staging: Path, out_dir: Path) -> None:

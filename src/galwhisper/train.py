@@ -8,13 +8,15 @@ TensorBoard; data parallel under `accelerate launch` / `torchrun`). galwhisper a
   - checkpoints marked complete only after they are fully written, so a killed run resumes from
     its last whole checkpoint;
   - RUN_DIR/best (transformers), best-ct2 (CTranslate2), history.csv/.md, curves.png, train.json.
+
+`train(config)` reads top to bottom: load the splits, build the model for the mode, the
+training arguments, the trainer, train, export, write the run summary.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import os
 import re
@@ -25,22 +27,31 @@ from pathlib import Path
 
 import numpy as np
 
-from galwhisper import features, metrics, models
-from galwhisper.errors import GalwhisperError
-from galwhisper.prepare import check_compatible, load_prepared, load_split
+from galwhisper import convert, features, metrics, models, options, plots
+from galwhisper.errors import GalwhisperError, bars_on
+from galwhisper.features import MAX_NEW_TOKENS
+from galwhisper.files import atomic_dir, check_output_dir, write_json_atomic, write_text_atomic
+from galwhisper.languages import DEFAULT_LANGUAGE, language_code
+from galwhisper.prepare import TASKS, check_compatible, load_prepared, load_split
 
 MODES = ("full", "freeze-encoder", "cached-encoder", "lora")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 COMPLETE = "galwhisper-complete"  # marker written last into each finished checkpoint
 
 
-@dataclass
+def _schedulers() -> tuple[str, ...]:
+    from transformers import SchedulerType
+
+    return tuple(s.value for s in SchedulerType)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     features: str = ""
     out: str = ""
     model: str = models.DEFAULT_MODEL
     mode: str = "full"
-    language: str = "gl"
+    language: str = DEFAULT_LANGUAGE
     task: str = "transcribe"
     max_steps: int = 1000
     eval_steps: int = 250
@@ -53,16 +64,32 @@ class TrainConfig:
     eval_batch_size: int = 16
     grad_accum: int = 1
     gradient_checkpointing: bool = False
-    precision: str = "auto"  # bf16 where the hardware has it (CUDA, or CPUs with AMX/AVX512-BF16)
+    precision: str = "auto"  # see choose_precision
     early_stopping: int | None = None  # evaluations without improvement before stopping
     eval_on_start: bool = True  # a step-0 point on the curves (zero-shot validation WER)
     max_eval_samples: int | None = None
-    generation_max_tokens: int = 440  # upper cap; features.token_budget cuts loops by clip length
+    generation_max_tokens: int = MAX_NEW_TOKENS  # upper cap; features.token_budget cuts loops by clip length
     logging_steps: int = 10
     lora_rank: int = 32
     resume: bool = False
     seed: int = 42
     preset: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "language", language_code(self.language))
+        options.one_of("task", self.task, TASKS)
+        options.one_of("mode", self.mode, MODES)
+        options.one_of("precision", self.precision, PRECISIONS)
+        options.one_of("lr_scheduler", self.lr_scheduler, _schedulers())
+        for name in ("max_steps", "eval_steps", "batch_size", "eval_batch_size", "grad_accum", "logging_steps", "lora_rank"):
+            options.whole(name, getattr(self, name))
+        for name in ("save_steps", "early_stopping", "max_eval_samples"):
+            options.whole(name, getattr(self, name), optional=True)
+        options.whole("warmup_steps", self.warmup_steps, minimum=0)
+        options.whole("generation_max_tokens", self.generation_max_tokens, maximum=MAX_NEW_TOKENS)
+        options.whole("seed", self.seed, minimum=0)
+        options.number("learning_rate", self.learning_rate)
+        options.number("weight_decay", self.weight_decay, strict=False, maximum=1.0)
 
 
 # The original study's two runs, and one that finishes on 2 CPU cores in a few minutes.
@@ -72,7 +99,7 @@ PRESETS: dict[str, dict] = {
     "model2": dict(model="openai/whisper-medium", max_steps=500, eval_steps=250, learning_rate=1e-5,
                    lr_scheduler="cosine", weight_decay=0.001, warmup_steps=50, batch_size=16),
     # Measured on synthetic voices: only training that adapts the encoder generalises, and bf16
-    # autocast (AMX) made a full step 2-3.5x cheaper than fp32 on these CPUs; see benchmarks/
+    # autocast made a full step 2-3.5x cheaper than fp32 on AMX CPUs; see benchmarks/
     # The demo measures zero-shot WER itself, so no step-0 evaluation here.
     "cpu-base": dict(model="base", mode="full", max_steps=60, eval_steps=30, learning_rate=1e-4,
                      lr_scheduler="linear", warmup_steps=5, batch_size=8, eval_batch_size=16,
@@ -85,15 +112,10 @@ def make_config(preset: str | None = None, **overrides) -> TrainConfig:
     base: dict = {}
     if preset:
         if preset not in PRESETS:
-            raise GalwhisperError(f"{preset}: unknown preset (one of {', '.join(PRESETS)})")
+            raise GalwhisperError(f"--preset {preset}: unknown preset (one of {', '.join(PRESETS)})")
         base = dict(PRESETS[preset], preset=preset)
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    config = TrainConfig(**base)
-    if config.mode not in MODES:
-        raise GalwhisperError(f"{config.mode}: unknown training mode (one of {', '.join(MODES)})")
-    if config.precision not in PRECISIONS:
-        raise GalwhisperError(f"{config.precision}: unknown precision (one of {', '.join(PRECISIONS)})")
-    return config
+    base.update(options.given(overrides))
+    return TrainConfig(**base)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,6 +153,33 @@ class Collator:
         return batch
 
 
+@dataclass
+class Splits:
+    prepared: dict
+    train: object  # datasets.Dataset
+    validation: object  # for WER (generate)
+    validation_loss: object  # for the loss (the same rows, with the columns the mode uses)
+
+
+def load_splits(config: TrainConfig) -> Splits:
+    """The prepared train and validation splits, checked against the model and the mode."""
+    prepared = load_prepared(config.features)
+    check_compatible(prepared, config.model, config.features)
+    train_set = load_split(config.features, "train")
+    eval_set = load_split(config.features, "validation")
+    if config.max_eval_samples:
+        eval_set = eval_set.select(range(min(config.max_eval_samples, len(eval_set))))
+    if config.mode == "cached-encoder":
+        if "encoder_outputs" not in train_set.column_names:
+            raise GalwhisperError(f"{config.features}: has no cached encoder outputs; run prepare with --cache-encoder")
+        cached_with = prepared.get("settings", {}).get("model")
+        if cached_with != config.model:
+            raise GalwhisperError(f"{config.features}: encoder outputs were cached with {cached_with}, not {config.model}")
+        return Splits(prepared, train_set, eval_set, eval_set)
+    without_cache = lambda d: d.remove_columns([c for c in ("encoder_outputs",) if c in d.column_names])  # noqa: E731
+    return Splits(prepared, without_cache(train_set), eval_set, without_cache(eval_set))
+
+
 # ---------------------------------------------------------------------------------------------
 # WER on a prepared split with generate (used at every evaluation and by tests)
 
@@ -158,75 +207,66 @@ def generate_texts(model, tokenizer, dataset, language: str, task: str, batch_si
 
 
 # ---------------------------------------------------------------------------------------------
-# Training
+# Model, precision, arguments
 
 
-def resolve_precision(precision: str) -> str:
-    import torch
-
-    if precision != "auto":
-        return precision
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if _cpu_has_bf16() else "fp32"
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(amx_bf16|avx512_bf16)\b", flags))
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU reports bf16 instructions (AMX or AVX512-BF16)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    return bool(re.search(r"\b(amx_bf16|avx512_bf16)\b", cpuinfo))
 
 
-def train(config: TrainConfig, progress: bool = True) -> dict:
-    """Run (or resume) a training; return train.json's content."""
-    import torch
-    from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # generate()'s per-batch advice is noise in a training log
-    started = time.perf_counter()
-    run_dir = Path(config.out)
-    checkpoints = run_dir / "checkpoints"
-    prepared = load_prepared(config.features)
-    check_compatible(prepared, config.model, config.features)
-    cached = config.mode == "cached-encoder"
-    train_set = load_split(config.features, "train")
-    eval_set = load_split(config.features, "validation")
-    if config.max_eval_samples:
-        eval_set = eval_set.select(range(min(config.max_eval_samples, len(eval_set))))
-    if cached:
-        if "encoder_outputs" not in train_set.column_names:
-            raise GalwhisperError(f"{config.features}: has no cached encoder outputs; run prepare with --cache-encoder")
-        if prepared["settings"]["model"] != config.model:
-            raise GalwhisperError(f"{config.features}: encoder outputs were cached with {prepared['settings']['model']}, not {config.model}")
-    else:
-        train_set = train_set.remove_columns([c for c in ("encoder_outputs",) if c in train_set.column_names])
-    eval_loss_set = eval_set if cached else eval_set.remove_columns([c for c in ("encoder_outputs",) if c in eval_set.column_names])
-
-    resume_from = _prepare_run_dir(run_dir, checkpoints, config.resume)
-    precision = resolve_precision(config.precision)
-    use_cpu = not torch.cuda.is_available()
-    if precision == "fp16" and use_cpu:
+def choose_precision(requested: str, cuda: bool, cuda_bf16: bool, cpu_bf16: bool) -> str:
+    """The precision a run uses. auto: bf16 on GPUs that have it (Ampere and newer), fp16 with
+    loss scaling on older GPUs (T4, V100), bf16 autocast on CPUs with bf16 instructions, else
+    fp32. An explicit choice is kept, except fp16 without a GPU, which is refused."""
+    if requested == "fp16" and not cuda:
         raise GalwhisperError("--precision fp16: needs a CUDA GPU; use bf16 or fp32 on CPU")
+    if requested != "auto":
+        return requested
+    if cuda:
+        return "bf16" if cuda_bf16 else "fp16"
+    return "bf16" if cpu_bf16 else "fp32"
 
+
+def resolve_precision(requested: str) -> str:
+    """choose_precision for this machine."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return choose_precision(requested, cuda, cuda and torch.cuda.is_bf16_supported(), cpu_has_bf16())
+
+
+def build_model(config: TrainConfig):
+    """(model to train, processor): loaded, set up for generation, and wrapped for the mode."""
     model, processor = models.load_hf(config.model)
-    tokenizer = processor.tokenizer
     model.generation_config.language, model.generation_config.task = config.language, config.task
     model.generation_config.forced_decoder_ids = None
     model.config.use_cache = False  # training; generate() turns the cache back on
     if config.gradient_checkpointing:  # trades ~30% more compute for much less activation memory
         model.gradient_checkpointing_enable()
-    model = _apply_mode(model, config)
-    prompt_length = len(features.prompt_ids(tokenizer, config.language, config.task))
-    collator = Collator(prompt_length, tokenizer.pad_token_id, cached)
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if config.mode in ("freeze-encoder", "cached-encoder"):
+        model.model.encoder.requires_grad_(False)
+    elif config.mode == "lora":
+        from peft import LoraConfig, get_peft_model
 
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
-    args = TrainingArguments(
-        output_dir=str(checkpoints),
+        lora = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, lora_dropout=0.05,
+                          target_modules=["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"])
+        model = get_peft_model(model, lora)
+    return model, processor
+
+
+def training_arguments(config: TrainConfig, run_dir: Path, precision: str, resumed: bool, progress: bool):
+    import torch
+    from transformers import TrainingArguments
+
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # read by the TensorBoard callback
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
         max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size,
@@ -237,7 +277,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         warmup_steps=config.warmup_steps,
         eval_strategy="steps",
         eval_steps=config.eval_steps,
-        eval_on_start=config.eval_on_start and not resume_from,
+        eval_on_start=config.eval_on_start and not resumed,
         save_strategy="steps",
         save_steps=config.save_steps or config.eval_steps,
         save_total_limit=None,  # rotation is ours, after the completeness marker
@@ -248,132 +288,132 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         report_to=["tensorboard"],
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        use_cpu=use_cpu,
+        use_cpu=not torch.cuda.is_available(),
         seed=config.seed,
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        disable_tqdm=not progress,
+        disable_tqdm=not bars_on(progress),
         label_names=["labels"],
     )
 
-    def compute_wer() -> dict:
-        texts = generate_texts(model, tokenizer, eval_set, config.language, config.task, config.eval_batch_size,
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def validation_wer(config: TrainConfig, dataset, tokenizer, autocast_dtype):
+    """A function of the model: its WER/CER on the validation split, decoded with generate."""
+    references = [str(s) for s in dataset["sentence"]]
+
+    def wer_of(model) -> dict:
+        texts = generate_texts(model, tokenizer, dataset, config.language, config.task, config.eval_batch_size,
                                config.generation_max_tokens, autocast_dtype)
-        rates = metrics.error_rates([str(s) for s in eval_set["sentence"]], texts)
+        rates = metrics.error_rates(references, texts)
         return {"wer": rates.wer, "wer_raw": rates.wer_raw, "cer": rates.cer}
 
-    class GalwhisperTrainer(Trainer):
-        def evaluation_loop(self, *a, **kw):
-            output = super().evaluation_loop(*a, **kw)
-            prefix = kw.get("metric_key_prefix", a[4] if len(a) > 4 else "eval")
-            output.metrics.update({f"{prefix}_{k}": v for k, v in compute_wer().items()})
-            return output
+    return wer_of
 
-        def training_step(self, *a, **kw):
-            loss = super().training_step(*a, **kw)
-            if not torch.isfinite(loss).all():
-                last = _last_complete(checkpoints)
-                raise GalwhisperError(
-                    f"training loss became {loss.item()} at step {self.state.global_step + 1}; stopped. "
-                    f"Last good checkpoint: {last or 'none'}. Lower --learning-rate or use --precision fp32"
-                )
-            return loss
 
-        def _save_checkpoint(self, model, trial):
-            super()._save_checkpoint(model, trial)
-            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
-            (folder / COMPLETE).write_text(str(self.state.global_step))
-            _rotate(Path(self.args.output_dir), self.state.best_model_checkpoint)
 
-    class FinalEvaluation(TrainerCallback):
-        """Evaluate and save at the last step too, so the final weights compete for best."""
+def train(config: TrainConfig, progress: bool = True) -> dict:
+    """Run (or resume) a training; return train.json's content."""
+    import torch
+    from transformers import EarlyStoppingCallback
+    from transformers.utils import logging as hf_logging
 
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step >= state.max_steps:
-                control.should_evaluate = control.should_save = True
-            return control
+    hf_logging.set_verbosity_error()  # generate()'s per-batch advice is noise in a training log
+    if not config.features or not config.out:
+        raise GalwhisperError("train: needs --features (a prepared folder) and --out (a run folder)")
+    started = time.perf_counter()
+    splits = load_splits(config)
+    run_dir = check_output_dir(config.out, "--out")
+    resume_from = prepare_run_dir(run_dir, config.resume)
+    precision = resolve_precision(config.precision)
 
-    callbacks = [FinalEvaluation()]
+    model, processor = build_model(config)
+    tokenizer = processor.tokenizer
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    prompt_length = len(features.prompt_ids(tokenizer, config.language, config.task))
+    from galwhisper.trainer import CheckpointMarker, FinalEvaluation, GalwhisperTrainer
+
+    callbacks = [CheckpointMarker(), FinalEvaluation()]
     if config.early_stopping:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
     trainer = GalwhisperTrainer(
-        model=model, args=args, train_dataset=train_set, eval_dataset=eval_loss_set,
-        data_collator=collator, callbacks=callbacks,
+        model=model,
+        args=training_arguments(config, run_dir, precision, resume_from is not None, progress),
+        train_dataset=splits.train,
+        eval_dataset=splits.validation_loss,
+        data_collator=Collator(prompt_length, tokenizer.pad_token_id, config.mode == "cached-encoder"),
+        callbacks=callbacks,
+        wer_of=validation_wer(config, splits.validation, tokenizer, autocast_dtype),
     )
     train_started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_seconds = time.perf_counter() - train_started
 
     history = history_rows(trainer.state.log_history)
-    best = Path(run_dir / "best")
-    _save_best(trainer.model, processor, config, best)
-    models.export_ct2(best, run_dir / "best-ct2")
+    export_run(trainer.model, processor, run_dir)
     write_history(history, run_dir)
     plot_curves(history, run_dir / "curves.png", title=f"{config.model} ({config.mode})")
+    summary = run_summary(config, splits, trainer, history, precision, resume_from, result.metrics,
+                          train_seconds, time.perf_counter() - started)
+    write_json_atomic(run_dir / "train.json", summary)
+    return summary
+
+
+def export_run(model, processor, run_dir: Path) -> None:
+    """RUN/best: a normal transformers folder (LoRA merged); RUN/best-ct2: its CTranslate2 export."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.config.use_cache = True
+    with atomic_dir(run_dir / "best") as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        processor.feature_extractor.save_pretrained(tmp)
+    convert.export_ct2(run_dir / "best", run_dir / "best-ct2")
+
+
+def run_summary(config: TrainConfig, splits: Splits, trainer, history: list[dict], precision: str,
+                resume_from: Path | None, train_metrics: dict, train_seconds: float, total_seconds: float) -> dict:
     best_row = min((r for r in history if r.get("wer") is not None), key=lambda r: r["wer"], default=None)
-    summary = {
+    return {
         "config": dataclasses.asdict(config),
         "precision": precision,
-        "device": "cuda" if not use_cpu else "cpu",
-        "prepared": {"folder": str(config.features), "splits": prepared["splits"]},
-        "train_samples": len(train_set),
+        "device": str(trainer.args.device),
+        "prepared": {"folder": str(config.features), "splits": splits.prepared["splits"]},
+        "train_samples": len(splits.train),
         "steps": trainer.state.global_step,
         "best_step": best_row["step"] if best_row else None,
         "best_wer": best_row["wer"] if best_row else None,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "train_seconds": round(train_seconds, 1),
-        "total_seconds": round(time.perf_counter() - started, 1),
-        "samples_per_second": result.metrics.get("train_samples_per_second"),
+        "total_seconds": round(total_seconds, 1),
+        "samples_per_second": train_metrics.get("train_samples_per_second"),
         "peak_memory_mb": _peak_memory_mb(),
         "resumed_from": str(resume_from) if resume_from else None,
-        "synthetic_data": "synthetic" in str(prepared.get("source", "")),
+        "synthetic_data": "synthetic" in str(splits.prepared.get("source", "")),
     }
-    _write_json(run_dir / "train.json", summary)
-    return summary
-
-
-def _apply_mode(model, config: TrainConfig):
-    """The model to train: frozen encoder, or wrapped with LoRA adapters, or as it is."""
-    if config.mode in ("freeze-encoder", "cached-encoder"):
-        model.model.encoder.requires_grad_(False)
-    elif config.mode == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, lora_dropout=0.05,
-                          target_modules=["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"])
-        return get_peft_model(model, lora)
-    return model
-
-
-def _save_best(model, processor, config: TrainConfig, folder: Path) -> None:
-    """A normal transformers folder (LoRA merged) with processor and generation config."""
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.config.use_cache = True
-    with models.atomic_dir(folder) as tmp:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        processor.feature_extractor.save_pretrained(tmp)
 
 
 # ---------------------------------------------------------------------------------------------
 # Run folder, checkpoints
 
 
-def _prepare_run_dir(run_dir: Path, checkpoints: Path, resume: bool) -> Path | None:
+def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
     """The checkpoint to resume from (None: a fresh run); removes half-written checkpoints."""
+    checkpoints = run_dir / "checkpoints"
     existing = sorted(checkpoints.glob("checkpoint-*")) if checkpoints.is_dir() else []
     for folder in existing:
         if not (folder / COMPLETE).is_file():
             shutil.rmtree(folder, ignore_errors=True)  # died while being written
-    last = _last_complete(checkpoints)
+    last = last_complete(checkpoints)
     if resume:
         if last is None:
             print(f"train: nothing to resume in {run_dir}; starting from scratch")
         return last
     if last is not None:
         raise GalwhisperError(f"{run_dir}: already has checkpoints; pass --resume to continue it, or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
     return None
 
 
@@ -381,17 +421,17 @@ def _step_of(folder: Path) -> int:
     return int(folder.name.rsplit("-", 1)[-1])
 
 
-def _last_complete(checkpoints: Path) -> Path | None:
+def last_complete(checkpoints: Path) -> Path | None:
     done = [f for f in checkpoints.glob("checkpoint-*") if (f / COMPLETE).is_file()] if checkpoints.is_dir() else []
     return max(done, key=_step_of, default=None)
 
 
-def _rotate(checkpoints: Path, best: str | None, keep: int = 1) -> None:
+def rotate(checkpoints: Path, best: str | None, keep: int = 1) -> None:
     """Keep the newest complete checkpoint(s) and the best one; delete the rest."""
     done = sorted((f for f in checkpoints.glob("checkpoint-*") if (f / COMPLETE).is_file()), key=_step_of)
-    protected = set(done[-keep:]) | ({Path(best).resolve()} if best else set())
+    protected = {f.resolve() for f in done[-keep:]} | ({Path(best).resolve()} if best else set())
     for folder in done:
-        if folder not in protected and folder.resolve() not in protected:
+        if folder.resolve() not in protected:
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -425,7 +465,7 @@ def write_history(history: list[dict], run_dir: Path) -> None:
         if row["eval_loss"] is not None:
             lines.append(f"| {row['step']} | {_fmt(last_loss)} | {_fmt(row['eval_loss'])} | "
                          f"{_fmt(row['wer'], 100, 2)} | {_fmt(row['wer_raw'], 100, 2)} |")
-    (run_dir / "history.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(run_dir / "history.md", "\n".join(lines) + "\n")
 
 
 def _fmt(value, scale: float = 1.0, digits: int = 4) -> str:
@@ -433,36 +473,21 @@ def _fmt(value, scale: float = 1.0, digits: int = 4) -> str:
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_wer) = plt.subplots(1, 2, figsize=(11, 4))
-    train = [(r["step"], r["train_loss"]) for r in history if r["train_loss"] is not None]
+    train_points = [(r["step"], r["train_loss"]) for r in history if r["train_loss"] is not None]
     evals = [r for r in history if r["eval_loss"] is not None]
-    if train:
-        ax_loss.plot(*zip(*train), label="training loss")
-    if evals:
-        ax_loss.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="validation loss")
-        ax_wer.plot([r["step"] for r in evals], [100 * (r["wer"] or 0) for r in evals], "o-", label="WER (normalised)")
-        ax_wer.plot([r["step"] for r in evals], [100 * (r["wer_raw"] or 0) for r in evals], "s--", label="WER (raw)")
-    ax_loss.set(xlabel="step", ylabel="loss", title="Loss")
-    ax_wer.set(xlabel="step", ylabel="WER (%)", title="Validation WER")
-    for ax in (ax_loss, ax_wer):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with plots.figure(path, ncols=2, size=(11, 4), title=title) as (ax_loss, ax_wer):
+        if train_points:
+            ax_loss.plot(*zip(*train_points), label="training loss")
+        if evals:
+            steps = [r["step"] for r in evals]
+            ax_loss.plot(steps, [r["eval_loss"] for r in evals], "o-", label="validation loss")
+            ax_wer.plot(steps, [100 * (r["wer"] or 0) for r in evals], "o-", label="WER (normalised)")
+            ax_wer.plot(steps, [100 * (r["wer_raw"] or 0) for r in evals], "s--", label="WER (raw)")
+        ax_loss.set(xlabel="step", ylabel="loss", title="Loss")
+        ax_wer.set(xlabel="step", ylabel="WER (%)", title="Validation WER")
 
 
 def _peak_memory_mb() -> float:
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    models.write_text_atomic(path, json.dumps(data, indent=2, default=str))

@@ -16,17 +16,20 @@ from typing import Iterable
 
 import numpy as np
 
-from galwhisper import features, models
+from galwhisper import features, models, options
 from galwhisper.audio import SAMPLE_RATE, AudioInput, describe, load_audio
 from galwhisper.errors import GalwhisperError
+from galwhisper.files import safe_name, write_text_atomic
+from galwhisper.languages import DEFAULT_LANGUAGE, language_code
 
 SILENCE_PEAK = 1e-3  # below this peak amplitude there is nothing to transcribe
 FORMATS = ("txt", "srt", "vtt", "json")
+BACKENDS = ("ct2", "transformers")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TranscribeOptions:
-    language: str | None = "gl"  # None: detect
+    language: str | None = DEFAULT_LANGUAGE  # None or "auto": detect
     task: str = "transcribe"  # or "translate" (to English)
     beam_size: int = 1  # greedy: on 2 CPU cores beam 5 costs ~2x for little gain
     batch_size: int = 16  # >1: BatchedInferencePipeline over VAD windows; 16 beat 8 by ~10% (benchmarks)
@@ -38,6 +41,12 @@ class TranscribeOptions:
     # off: galwhisper fine-tunes with <|notimestamps|>, and a fine-tuned model asked for
     # timestamps was seen to transcribe differently.
     timestamps: bool | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "language", language_code(self.language, allow_auto=True))
+        options.one_of("task", self.task, ("transcribe", "translate"))
+        options.whole("beam_size", self.beam_size, maximum=32)
+        options.whole("batch_size", self.batch_size, maximum=256)
 
 
 @dataclass
@@ -76,26 +85,14 @@ class Transcript:
 class Transcriber:
     """A model loaded once, reused for every call (the app keeps one per model)."""
 
-    def __init__(
-        self,
-        model: str = models.DEFAULT_MODEL,
-        backend: str = "ct2",
-        compute_type: str = "int8",
-        cpu_threads: int = 0,
-        device: str = "auto",
-    ):
-        if backend not in ("ct2", "transformers"):
-            raise GalwhisperError(f"{backend}: unknown backend (ct2 or transformers)")
+    def __init__(self, model: str = models.DEFAULT_MODEL, backend: str = "ct2", compute_type: str = "int8", cpu_threads: int = 0):
+        options.one_of("backend", backend, BACKENDS)
         self.model_spec, self.backend = model, backend
         self.name = models.resolve(model).name
         if backend == "ct2":
-            from faster_whisper import BatchedInferencePipeline, WhisperModel
+            from faster_whisper import BatchedInferencePipeline
 
-            threads = cpu_threads or os.cpu_count() or 1
-            try:
-                self._model = WhisperModel(str(models.ct2_dir(model)), device=device, compute_type=compute_type, cpu_threads=threads)
-            except ValueError as exc:  # e.g. an unsupported compute type
-                raise GalwhisperError(f"{model}: {exc}") from None
+            self._model = models.load_whisper(model, compute_type, cpu_threads)
             self._batched = BatchedInferencePipeline(self._model)
             self.n_mels = self._model.feature_extractor.mel_filters.shape[0]
         else:
@@ -168,7 +165,7 @@ class Transcriber:
             chunk = audio[start : start + window]
             batch = torch.from_numpy(features.model_input(chunk, self.n_mels)[None])
             with torch.inference_mode():
-                ids = self._hf.generate(batch, language=o.language, task=o.task, num_beams=o.beam_size, max_new_tokens=440)
+                ids = self._hf.generate(batch, language=o.language, task=o.task, num_beams=o.beam_size, max_new_tokens=features.MAX_NEW_TOKENS)
             text = self._processor.tokenizer.decode(ids[0], skip_special_tokens=True)
             segments.append(Segment(start / SAMPLE_RATE, (start + len(chunk)) / SAMPLE_RATE, text))
         return segments, o.language
@@ -235,13 +232,37 @@ def output_name(source: str) -> str:
     from galwhisper import media
 
     if media.is_url(source):
-        stem = source.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or "url"
-        stem = Path(stem).stem
+        stem = Path(source.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or "url").stem
     else:
         stem = Path(source).stem
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "transcript"
+    return safe_name(stem, "transcript")
 
 
-def write_transcript(transcript: Transcript, fmt: str, output_dir: str | os.PathLike) -> Path:
-    path = Path(output_dir) / f"{output_name(transcript.source)}.{fmt}"
-    return models.write_text_atomic(path, render(transcript, fmt))
+def output_names(sources: list[str]) -> dict[str, str]:
+    """A distinct file stem per input, so that no transcript overwrites another's: inputs that
+    share a stem keep their extension (good.wav -> good.wav.srt, good.mp3 -> good.mp3.srt) when
+    that tells them apart, and are numbered when it does not (a/x.wav -> x, b/x.wav -> x-2)."""
+    stems = {source: output_name(source) for source in dict.fromkeys(sources)}
+    names: dict[str, str] = {}
+    for stem in dict.fromkeys(stems.values()):
+        group = [source for source, s in stems.items() if s == stem]
+        suffixes = [Path(source.split("?")[0]).suffix for source in group]
+        if len(group) == 1:
+            names[group[0]] = stem
+        elif all(suffixes) and len(set(suffixes)) == len(group):
+            names.update({source: safe_name(stem + suffix, stem) for source, suffix in zip(group, suffixes)})
+        else:
+            names.update({source: stem if i == 0 else f"{stem}-{i + 1}" for i, source in enumerate(group)})
+    taken: set[str] = set()
+    for source, name in names.items():  # a numbered name may meet an input's own stem (x-2.wav)
+        unique, number = name, 2
+        while unique in taken:
+            unique, number = f"{name}-{number}", number + 1
+        names[source] = unique
+        taken.add(unique)
+    return names
+
+
+def write_transcript(transcript: Transcript, fmt: str, output_dir: str | os.PathLike, stem: str | None = None) -> Path:
+    path = Path(output_dir) / f"{stem or output_name(transcript.source)}.{fmt}"
+    return write_text_atomic(path, render(transcript, fmt))
