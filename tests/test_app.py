@@ -1,26 +1,39 @@
 """The Gradio app, tested for real: the app served on 127.0.0.1, Debian's Chromium driven by
 Playwright (a fake microphone fed from a wav file), media served by `python -m http.server`,
-and gradio_client calling the API. Everything is offline."""
+and gradio_client calling the API. Everything is offline.
+
+Two servers per module run: `server` as a user runs it on their own machine (private URLs
+allowed for the local media server), and `shared_server` as a stranger meets it once shared
+(login, typed model folders off, small caps, private URLs refused)."""
 
 from __future__ import annotations
 
+import http.server
 import re
 import shutil
 import struct
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
 
 from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 
-from conftest import assert_one_line_error, ffmpeg, free_port, run_cli, serve_folder
-from galwhisper.app import AppConfig, ModelCache, find_runs, launch, model_choices
+from conftest import assert_one_line_error, ffmpeg, free_port, run_cli, serve_folder, speak
+from galwhisper.app import AppConfig, ModelCache, find_runs, hide_paths, launch, model_choices
+from galwhisper.audio import SAMPLE_RATE, load_audio, write_wav
 from galwhisper.cli import build_parser
 from galwhisper.errors import GalwhisperError
+from galwhisper.metrics import error_rates
 from galwhisper.media import DownloadLimits, fetched_audio
+from galwhisper.models import bundled_ct2_dir
+from galwhisper.synthetic import load_sentences
 from galwhisper.transcribe import TranscribeOptions, Transcriber
 
 CHROMIUM = "/usr/bin/chromium"
@@ -66,7 +79,27 @@ def add_broken_run(runs: Path, name: str = "late-run") -> Path:
 def server(runs_dir) -> str:
     """The app on a free port, in this process (its server runs in threads)."""
     port = free_port()
-    config = AppConfig(runs_dir=str(runs_dir), port=port, limits=DownloadLimits(allow_private_urls=True))
+    limits = DownloadLimits(allow_private_urls=True, download_timeout=STALL_CAP)
+    config = AppConfig(runs_dir=str(runs_dir), port=port, limits=limits)
+    demo = launch(config, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+STALL_CAP = 20  # the local server's download time cap (s): stalled downloads end with it
+VISITOR = ("visitor", "s3cret-pass")
+SHARED_CAPS = dict(max_upload_mb=1, max_duration=60)
+
+
+@pytest.fixture(scope="module")
+def shared_server(runs_dir) -> str:
+    """The app as strangers meet it once shared: login, typed model folders off, small caps,
+    private URLs refused (the default)."""
+    port = free_port()
+    config = AppConfig(
+        runs_dir=str(runs_dir), port=port, allow_model_paths=False, auth=(":".join(VISITOR),),
+        max_upload_mb=SHARED_CAPS["max_upload_mb"], limits=DownloadLimits(max_duration=SHARED_CAPS["max_duration"]),
+    )  # fmt: skip
     demo = launch(config, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
@@ -97,11 +130,11 @@ def playwright():
 
 @pytest.fixture
 def open_page(playwright, server, tmp_path):
-    """open_page(tab, fake_audio=None) -> a page of the app with `tab` selected, in a
-    browser context of its own (the fake microphone file is fixed per browser)."""
+    """open_page(tab, fake_audio=None, url=None) -> a page of the app (`server`, or `url`) with
+    `tab` selected, in a browser context of its own (the fake microphone file is fixed per browser)."""
     contexts = []
 
-    def opener(tab: str, fake_audio: Path | None = None):
+    def opener(tab: str | None, fake_audio: Path | None = None, url: str | None = None):
         args = BROWSER_ARGS + MIC_ARGS + ([f"--use-file-for-fake-audio-capture={fake_audio}"] if fake_audio else [])
         context = playwright.chromium.launch_persistent_context(
             tempfile.mkdtemp(dir=tmp_path, prefix="chromium-"),
@@ -114,8 +147,9 @@ def open_page(playwright, server, tmp_path):
         contexts.append(context)
         context.set_default_timeout(60_000)
         page = context.new_page()
-        page.goto(server)
-        page.get_by_role("tab", name=tab).click()
+        page.goto(url or server)
+        if tab:
+            page.get_by_role("tab", name=tab).click()
         return page
 
     yield opener
@@ -374,3 +408,381 @@ def test_cli_app_command():
     config = AppConfig(models=args.models, port=args.port, runs_dir=args.runs_dir)
     assert config.host == "127.0.0.1" and not config.share and config.language == "gl"
     assert_one_line_error(run_cli("app", "--model", "/no/such/model", "--port", str(free_port()), timeout=120), "/no/such/model")
+
+
+# ---------------------------------------------------------------------------------------------
+# The Live tab: a fake microphone playing Galician speech, text while it plays
+
+
+def galician_talk(folder: Path, seconds: float, rate: int = 48000) -> tuple[Path, Path, str, float]:
+    """Synthetic Galician speech of about `seconds` (the packaged sentences, espeak-ng's
+    Portuguese voice, 0.6 s pauses), with 1 s of silence before and 4 s after, so the fake
+    microphone (which loops its file) is stopped in silence. Returns the microphone's wav (at
+    `rate`), the same audio as a 16 kHz wav for the Audio-file tab, the sentences, and the length."""
+    pieces, spoken, total = [np.zeros(SAMPLE_RATE, np.float32)], [], 1.0
+    for i, sentence in enumerate(load_sentences()):
+        clip = load_audio(speak(sentence, folder / f"s{i}.wav"))
+        pieces += [clip, np.zeros(int(0.6 * SAMPLE_RATE), np.float32)]
+        spoken.append(sentence)
+        total += len(clip) / SAMPLE_RATE + 0.6
+        if total >= seconds:
+            break
+    pieces.append(np.zeros(4 * SAMPLE_RATE, np.float32))
+    audio = np.concatenate(pieces)
+    upload = folder / "talk-16k.wav"
+    write_wav(upload, audio)
+    mic = ffmpeg(upload, folder / "talk-mic.wav", "-ar", str(rate), "-ac", "1")
+    return mic, upload, " ".join(spoken), len(audio) / SAMPLE_RATE
+
+
+@pytest.fixture(scope="module")
+def minute_talk(tmp_path_factory):
+    return galician_talk(tmp_path_factory.mktemp("minute-talk"), 55)
+
+
+def open_live_tab(page) -> None:
+    """Open the Live tab and wait until its recorder can stream: the tab's first render loads
+    the recorder's wav encoder (web workers); a Record click before that records nothing."""
+    with page.expect_worker(timeout=60_000):
+        page.get_by_role("tab", name="Live").click()
+    page.wait_for_function(
+        "() => performance.getEntriesByType('resource').filter(e => e.name.includes('/assets/module-')).length >= 3",
+        timeout=60_000, polling=250,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while len(page.workers) < 2:
+        assert time.monotonic() < deadline, "the Live recorder's encoder did not load"
+        page.wait_for_timeout(100)
+
+
+def start_live(page) -> float:
+    """Press Record; returns the page's clock (ms) when the first chunk reached the server."""
+    with page.expect_request(lambda r: "/gradio_api/queue/join" in r.url, timeout=30_000):
+        page.locator("#live-audio button.record-button").click()
+    return page.evaluate("performance.now()")
+
+
+def wait_page_clock(page, since_ms: float, seconds: float) -> None:
+    """Poll the page's own clock until `seconds` have passed since `since_ms`."""
+    page.wait_for_function(
+        "([since, ms]) => performance.now() - since >= ms", arg=[since_ms, seconds * 1000],
+        timeout=(seconds + 60) * 1000, polling=250,
+    )  # fmt: skip
+
+
+def stop_live(page, press: bool = True) -> str:
+    """Press Stop (unless pressed already) and wait for the final transcript (the info line
+    says real-time factor)."""
+    if press:
+        page.locator("#live-audio button.stop-button").click()
+    page.wait_for_function(
+        "sel => document.querySelector(sel).value.includes('real-time factor')", arg="#live-info textarea",
+        timeout=300_000, polling=250,
+    )  # fmt: skip
+    return page.locator("#live-text textarea").input_value()
+
+
+def confirmed_words(page) -> int:
+    return len(page.locator("#live-view .confirmed").inner_text().split())
+
+
+@browser
+@needs_chromium
+def test_live_tab(open_page, minute_talk, screenshots):
+    mic, upload, spoken, seconds = minute_talk
+    page = open_page("Microphone", fake_audio=mic)
+    open_live_tab(page)
+    started = start_live(page)
+
+    # Confirmed text shows while the talk is still playing.
+    page.wait_for_function(
+        "() => (document.querySelector('#live-view .confirmed')?.textContent || '').trim().split(/\\s+/).length >= 5",
+        timeout=seconds * 1000, polling=250,
+    )  # fmt: skip
+    partial_at = (page.evaluate("performance.now()") - started) / 1000
+    assert partial_at < seconds - 5, f"first confirmed words only after {partial_at:.0f} s of a {seconds:.0f} s talk"
+    wait_page_clock(page, started, seconds / 2)
+    assert confirmed_words(page) >= 5
+    screenshot(page, screenshots, "live-mid-talk")
+
+    wait_page_clock(page, started, seconds - 1.5)  # in the trailing silence, before the file loops
+    live_text = stop_live(page)
+    info = page.locator("#live-info textarea").input_value()
+    assert "model whisper-base (bundled)" in info and "live updates" in info, info
+    page.locator("#live-srt a[download='live.srt']").wait_for()
+    assert "Traceback" not in page.content()
+    screenshot(page, screenshots, "live-after-stop")
+
+    page.get_by_role("tab", name="Audio file").click()
+    page.locator("#file-input input[type=file]").set_input_files(str(upload))
+    page.locator(f"#file-input td.filename[aria-label='{upload.name}']").wait_for()
+    file_text = click_transcribe_and_wait(page, "file")
+    live_wer, file_wer = (error_rates([spoken], [text]).wer for text in (live_text, file_text))
+    assert live_wer <= file_wer + 0.05, (live_wer, file_wer, live_text, file_text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Load: eight API clients on the classic tabs and two Live sessions at once
+
+
+@browser
+@needs_chromium
+def test_load_eight_clients_and_two_live_sessions(playwright, server, media_site, galician_clips, reference, tmp_path, capsys):
+    mic, upload, spoken, seconds = galician_talk(tmp_path, 18)
+    file_wer = error_rates([spoken], [reference(upload)]).wer
+    requests = [("file", c) for c in galician_clips[:3]] + [("mic", c) for c in galician_clips[3:5]] + [("mic", galician_clips[0])]
+    requests += [("url", f"{media_site}/charla.webm"), ("url", f"{media_site}/entrevista.mp4")]
+    expected = {}
+    for kind, item in requests:
+        if kind == "url":
+            with fetched_audio(item, DownloadLimits(allow_private_urls=True)) as fetched:
+                expected[item] = reference(fetched.path)
+        else:
+            expected[str(item)] = reference(item)
+    go = threading.Barrier(len(requests) + 1)
+
+    def call(kind, item):
+        client = Client(server, verbose=False)
+        go.wait()
+        started = time.monotonic()
+        if kind == "url":
+            result = client.predict(item, "base", "gl", api_name="/transcribe_url")[1]
+        else:
+            result = client.predict(handle_file(str(item)), "base", "gl", api_name=f"/transcribe_{'file' if kind == 'file' else 'microphone'}")[0]
+        return result, time.monotonic() - started
+
+    context = playwright.chromium.launch_persistent_context(
+        str(tmp_path / "chromium"), executable_path=CHROMIUM, headless=True, permissions=["microphone"],
+        args=BROWSER_ARGS + MIC_ARGS + [f"--use-file-for-fake-audio-capture={mic}"],
+    )  # fmt: skip
+    try:
+        context.set_default_timeout(60_000)
+        pages = [context.new_page() for _ in range(2)]
+        for page in pages:
+            page.goto(server)
+            open_live_tab(page)
+        with ThreadPoolExecutor(len(requests)) as pool:
+            jobs = [pool.submit(call, kind, item) for kind, item in requests]
+            starts = [start_live(page) for page in pages]
+            go.wait()
+            wait_page_clock(pages[-1], starts[-1], seconds - 1.5)
+            stopped = time.monotonic()
+            for page in pages:  # both at once: a page still recording would loop its file
+                page.locator("#live-audio button.stop-button").click()
+            finals, final_waits = [], []
+            for page in pages:
+                finals.append(stop_live(page, press=False))
+                final_waits.append(time.monotonic() - stopped)
+            answers = [job.result() for job in jobs]
+    finally:
+        context.close()
+
+    for (kind, item), (text, _) in zip(requests, answers):
+        assert text and text == expected[str(item)], (kind, item, text)
+    live_wers = [error_rates([spoken], [text]).wer for text in finals]
+    assert all(wer <= file_wer + 0.05 for wer in live_wers), (live_wers, file_wer, finals)
+    with capsys.disabled():
+        print(f"\n[load] 8 classic requests + 2 Live sessions: slowest classic answer after {max(w for _, w in answers):.1f} s "
+              f"(median {sorted(w for _, w in answers)[4]:.1f} s); Live finals {', '.join(f'{w:.1f}' for w in final_waits)} s "
+              f"after Stop; Live WER {', '.join(f'{w:.2f}' for w in live_wers)} vs file {file_wer:.2f}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Stalled downloads never hold up a file request
+
+
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """A media URL that sends one byte a second (a visitor's hostile or dying server)."""
+
+    def do_GET(self):  # noqa: N802
+        self.server.active += 1
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "video/webm")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            for _ in range(3 * STALL_CAP):
+                self.wfile.write(b"\x1a")
+                self.wfile.flush()
+                time.sleep(1)  # the trickle itself: one byte a second
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            self.server.active -= 1
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def trickle():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    httpd.daemon_threads, httpd.active = True, 0
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_stalled_downloads_never_hold_up_other_requests(server, trickle, media_site, galician_clips, reference):
+    client = Client(server, verbose=False)
+    base = f"http://127.0.0.1:{trickle.server_address[1]}"
+    stalled = [client.submit(f"{base}/slow{i}.webm", "base", "gl", api_name="/transcribe_url") for i in range(2)]
+    deadline = time.monotonic() + 60
+    while trickle.active < 2:  # both downloads are under way
+        assert time.monotonic() < deadline, "the stalled downloads never started"
+        time.sleep(0.1)
+    started = time.monotonic()
+    text, _, _ = Client(server, verbose=False).predict(handle_file(str(galician_clips[1])), "base", "gl", api_name="/transcribe_file")
+    url_text = client.predict(f"{media_site}/charla.webm", "base", "gl", api_name="/transcribe_url")[1]
+    waited = time.monotonic() - started
+    assert text == reference(galician_clips[1]) and url_text, url_text
+    assert not any(job.done() for job in stalled) and waited < STALL_CAP, waited  # answered while both still stalled
+    for job in stalled:
+        with pytest.raises(AppError) as caught:
+            job.result(timeout=STALL_CAP + 60)
+        message = str(caught.value)
+        assert f"timed out (took longer than {STALL_CAP:g} s)" in message and "\n" not in message, message
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe to share: every refusal, each followed by a request that succeeds
+
+
+def shared_client(url: str) -> Client:
+    return Client(url, auth=VISITOR, verbose=False)
+
+
+def refused(client: Client, *args, api_name: str, typed: str = "") -> str:
+    """The one-line message of a refused request; it shows no server path (beyond what the
+    visitor `typed`) and no traceback."""
+    with pytest.raises(AppError) as caught:
+        client.predict(*args, api_name=api_name)
+    message = str(caught.value)
+    assert "\n" not in message and "Traceback" not in message and "/tmp/" not in message.replace(typed, ""), message
+    return message
+
+
+@browser
+@needs_chromium
+def test_shared_app_needs_a_login_and_caps_uploads(open_page, shared_server, galician_clips, reference, tmp_path, screenshots):
+    assert httpx.get(f"{shared_server}gradio_api/info").status_code == 401
+    with pytest.raises(Exception, match="credentials were not provided"):
+        Client(shared_server, verbose=False)
+
+    page = login_page(open_page, shared_server, password="wrong")
+    page.get_by_text("Incorrect Credentials").wait_for()
+    page.locator("input[type=text]").fill(VISITOR[0])
+    page.locator("input[type=password]").fill(VISITOR[1])
+    page.get_by_role("button", name="Login").click()
+    page.get_by_role("tab", name="Audio file").click()
+
+    big = tmp_path / "big.wav"
+    write_wav(big, np.zeros(int(SHARED_CAPS["max_upload_mb"] * 1_000_000), np.float32))  # 2 MB of 16-bit samples
+    page.locator("#file-input input[type=file]").set_input_files(str(big))
+    expect_error(page, 'File(s) exceed the maximum allowed size of 976.6 Kb: "big.wav"')
+    clip = galician_clips[0]
+    page.locator("#file-input input[type=file]").set_input_files(str(clip))
+    page.locator(f"#file-input td.filename[aria-label='{clip.name}']").wait_for()
+    assert click_transcribe_and_wait(page, "file") == reference(clip)
+    screenshot(page, screenshots, "shared-after-login")
+
+
+def login_page(open_page, url: str, password: str):
+    """A page of `url` with Gradio's login form filled in and sent."""
+    page = open_page(None, url=url)
+    page.locator("input[type=text]").fill(VISITOR[0])
+    page.locator("input[type=password]").fill(password)
+    page.get_by_role("button", name="Login").click()
+    return page
+
+
+def test_shared_app_refuses_uploads_over_the_caps(shared_server, galician_clips, reference, tmp_path):
+    client = shared_client(shared_server)
+    # A client that skips gradio_client's own size check meets the server's: 413 while uploading.
+    session = httpx.Client(base_url=shared_server)
+    assert session.post("login", data=dict(zip(("username", "password"), VISITOR))).status_code == 200
+    big = tmp_path / "big.wav"
+    write_wav(big, np.zeros(SHARED_CAPS["max_upload_mb"] * 1_000_000, np.float32))
+    answer = session.post("gradio_api/upload", files={"files": (big.name, big.read_bytes())})
+    assert answer.status_code == 413 and "\n" not in answer.text, answer.text
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):
+        client.predict(handle_file(str(big)), "base", "gl", api_name="/transcribe_file")
+    # Over the duration cap but tiny: refused from the container's duration, before decoding it.
+    long = ffmpeg(galician_clips[0], tmp_path / "long.opus", "-af", "apad=whole_dur=120", "-c:a", "libopus", "-b:a", "6k")
+    assert long.stat().st_size < SHARED_CAPS["max_upload_mb"] * 1_000_000
+    message = refused(client, handle_file(str(long)), "base", "gl", api_name="/transcribe_file")
+    assert message == "long.opus: is 120 s long, over the 60 s duration limit", message
+    assert client.predict(handle_file(str(galician_clips[0])), "base", "gl", api_name="/transcribe_file")[0] == reference(galician_clips[0])
+
+
+def test_shared_app_refuses_private_urls(shared_server, media_site, galician_clips, reference):
+    client = shared_client(shared_server)
+    for url in (f"{media_site}/charla.webm", "http://169.254.169.254/latest/meta-data/", "http://[::1]:8080/a.mp3",
+                "http://10.0.0.7/a.mp3", "http://192.168.1.1/a.mp3", "http://224.0.0.1/a.mp3", "http://240.0.0.1/a.mp3"):
+        message = refused(client, url, "base", "gl", api_name="/transcribe_url")
+        assert message.startswith(f"{url}: refused: the host resolves to a non-public address"), message
+    # The same app still serves; the same local URL is fetched where private URLs are allowed (`server`).
+    assert client.predict(handle_file(str(galician_clips[2])), "base", "gl", api_name="/transcribe_file")[0] == reference(galician_clips[2])
+
+
+def test_shared_app_refuses_typed_model_folders_alike(shared_server, galician_clips, reference):
+    client = shared_client(shared_server)
+    clip = handle_file(str(galician_clips[0]))
+    for folder in ("/etc", "/nonexistent", str(bundled_ct2_dir())):  # a folder, nothing, a real model: same words
+        message = refused(client, clip, folder, "gl", api_name="/transcribe_file", typed=folder)
+        assert message == f"model {folder}: not offered by this app; choose a model from the list", message
+    assert client.predict(clip, "base", "gl", api_name="/transcribe_file")[0] == reference(galician_clips[0])
+    # Typed folders are on only where every visitor is on this machine, unless said otherwise.
+    assert AppConfig().allow_model_paths and AppConfig(host="::1").allow_model_paths
+    assert not AppConfig(host="0.0.0.0").allow_model_paths and not AppConfig(share=True).allow_model_paths
+    assert AppConfig(host="0.0.0.0", allow_model_paths=True).allow_model_paths
+
+
+def test_microphone_endpoint_gives_one_line_for_bad_files(shared_server, galician_clips, reference, tmp_path):
+    client = shared_client(shared_server)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "notes.wav").write_text("not audio at all\n")
+    assert refused(client, handle_file(str(tmp_path / "empty.wav")), "base", "gl", api_name="/transcribe_microphone") == "empty.wav: file is empty"
+    message = refused(client, handle_file(str(tmp_path / "notes.wav")), "base", "gl", api_name="/transcribe_microphone")
+    assert message.startswith("notes.wav: not a readable audio/video file"), message
+    text, srt, info = client.predict(handle_file(str(galician_clips[3])), "base", "gl", api_name="/transcribe_microphone")
+    assert text == reference(galician_clips[3]) and Path(srt).name == "microphone.srt"
+
+
+def test_messages_show_no_server_paths():
+    message = "/tmp/gradio/3f2a/notes.txt: not readable (/tmp/galwhisper-media-1-x/.download-y/media.webm: Invalid data)"
+    assert hide_paths(message) == "notes.txt: not readable (media.webm: Invalid data)"
+    url = "http://127.0.0.1:8000/x/y.webm"
+    assert hide_paths(f"{url}: not found (HTTP 404) audio/video", keep=[url]) == f"{url}: not found (HTTP 404) audio/video"
+    run = "/srv/runs/gl-1/best-ct2"
+    assert hide_paths(f"{run}/model.bin: damaged", rename={run: "gl-1/best-ct2"}) == "gl-1/best-ct2/model.bin: damaged"
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--auth", "visitor"], "--auth: expected USER:PASS, with a user name and a password"),
+    (["--auth-file", "/no/such/file"], "--auth-file /no/such/file: not found"),
+    (["--max-upload-mb", "0"], "--max-upload-mb 0.0: must be above 0"),
+    (["--live-sessions", "0"], "--live-sessions 0: must be at least 1"),
+])  # fmt: skip
+def test_bad_sharing_options_are_one_line(argv, needle):
+    assert_one_line_error(run_cli("app", "--port", str(free_port()), *argv, timeout=120), needle)
+
+
+def test_auth_file_and_options_reach_the_config(tmp_path):
+    logins = tmp_path / "logins.txt"
+    logins.write_text("# who may use the app\nana:primeira\n\nxoan:se:gunda\n")
+    args = build_parser("app").parse_args(["app", "--auth", "eva:x", "--auth", "rui:y", "--auth-file", str(logins),
+                                           "--no-allow-model-paths", "--download-timeout", "30"])
+    config = AppConfig(auth=args.auth, auth_file=args.auth_file, allow_model_paths=args.allow_model_paths)
+    assert config.credentials == (("eva", "x"), ("rui", "y"), ("ana", "primeira"), ("xoan", "se:gunda"))
+    assert not config.allow_model_paths and "primeira" not in repr(config)
+    from galwhisper.app import APP_DOWNLOAD_TIMEOUT, app_download_limits
+    from galwhisper.cli import download_limits
+
+    assert AppConfig().limits.download_timeout == APP_DOWNLOAD_TIMEOUT < DownloadLimits().download_timeout
+    assert download_limits(vars(args), app_download_limits()).download_timeout == 30
+    assert download_limits({}, app_download_limits()).download_timeout == APP_DOWNLOAD_TIMEOUT
+    logins.write_text("ana\n")
+    with pytest.raises(GalwhisperError, match=r"logins.txt: line 1: expected USER:PASS"):
+        AppConfig(auth_file=str(logins))

@@ -17,7 +17,7 @@ from conftest import GALICIAN, assert_one_line_error, ffmpeg, run_cli, speak
 from galwhisper import features, models
 from galwhisper.audio import load_audio
 from galwhisper.errors import GalwhisperError
-from galwhisper.prepare import MARKER, PrepareConfig, load_prepared, load_split, prepare
+from galwhisper.prepare import MARKER, PrepareConfig, load_prepared, load_split, plan_packs, prepare
 
 
 @pytest.fixture(scope="module")
@@ -156,14 +156,96 @@ def test_nothing_usable_is_a_clear_error(tmp_path):
     assert_one_line_error(run_cli("prepare", "--source", f"manifest:{manifest}", "--out", str(tmp_path / "o2")), "no usable clips")
 
 
-def test_cached_encoder_outputs_match_the_encoder(tiny_prepared):
+def test_cached_encoder_states_match_the_encoder(tiny_prepared):
+    """The cache holds the encoder's state before its final norm; that norm over it is exactly
+    the encoder's output (what cached-encoder training feeds the decoder)."""
     model, _ = models.load_hf("base")
     train = load_split(tiny_prepared, "train")
-    assert len(train) == 12 and "encoder_outputs" in train.column_names
+    assert len(train) == 12 and "encoder_hidden" in train.column_names
     row = train[0]
     mel = np.asarray(row["input_features"], dtype=np.float32).T
     with torch.inference_mode():
-        expected = model.model.encoder(torch.from_numpy(features.stack_inputs([mel]))).last_hidden_state[0].numpy()
-    cached = np.asarray(row["encoder_outputs"], dtype=np.float32)
-    assert cached.shape == (1500, 512)
-    assert np.abs(cached - expected).max() < 0.05  # float16 storage
+        expected = model.model.encoder(torch.from_numpy(features.stack_inputs([mel]))).last_hidden_state[0]
+        cached = torch.from_numpy(np.asarray(row["encoder_hidden"], dtype=np.float32))
+        assert cached.shape == (1500, 512)
+        normed = model.model.encoder.layer_norm(cached)
+    assert (normed - expected).abs().max() < 0.05  # float16 storage
+
+
+def test_bottom_layers_then_the_rest_is_the_whole_encoder():
+    """features.encoder_states (the cache) followed by the trainer's top layers equals the
+    encoder's own forward, for every split point."""
+    from galwhisper.trainer import CachedBottomEncoder
+
+    model, _ = models.load_hf("base")
+    encoder = model.model.encoder.eval()
+    mels = torch.from_numpy(features.stack_inputs([np.random.default_rng(0).standard_normal((80, 400)).astype(np.float32)]))
+    with torch.inference_mode():
+        whole = encoder(mels).last_hidden_state
+        encoder.__class__ = CachedBottomEncoder
+        for k in (0, 3, 6):
+            encoder.cached_layers = k
+            above = encoder(features.encoder_states(encoder, mels, k)).last_hidden_state
+            assert (above - whole).abs().max() < 1e-4, k
+        assert (encoder(mels).last_hidden_state - whole).abs().max() < 1e-6  # log-mels: the whole encoder
+
+
+@pytest.fixture(scope="module")
+def packed(tiny_prepared, tmp_path_factory):
+    """The tiny synthetic corpus prepared again with --pack (its clips' speech times are known)."""
+    corpus = tiny_prepared.parent / "corpus"
+    out = tmp_path_factory.mktemp("packed") / "features"
+    config = PrepareConfig(source=f"cv:{corpus}", out_dir=out, pack=True, pack_min_seconds=6, pack_seconds=14,
+                           pack_singles=0.5, splits=("train", "validation"))
+    return config, prepare(config, progress=False)
+
+
+def test_packed_windows_carry_their_clips_and_times(packed, tiny_prepared):
+    from galwhisper.data import load_rows
+
+    config, summary = packed
+    train = load_split(config.out_dir, "train")
+    singles = {r["id"]: r for r in load_split(tiny_prepared, "train")}
+    rows = {r.id: r for r in load_rows(f"cv:{tiny_prepared.parent / 'corpus'}", ["train"])["train"]}
+    tokenizer = models.load_hf("base")[1].tokenizer
+    windows = [r for r in train if r["clips"] > 1]
+    assert windows and len(train) - len(windows) == 6  # pack_singles 0.5 of 12 clips
+    assert summary["splits"]["train"]["examples"] == len(train) and summary["splits"]["train"]["clips"] == 12
+    assert summary["splits"]["validation"]["examples"] == 4  # only train is packed
+    for window in windows:
+        ids = window["id"].split("+")
+        assert len(ids) == window["clips"] and set(ids) <= set(singles)
+        assert window["sentence"] == " ".join(singles[i]["sentence"] for i in ids)
+        assert window["seconds"] <= config.pack_seconds + 1.0  # pauses are drawn within the window's length
+        assert window["seconds"] > sum(singles[i]["seconds"] for i in ids)  # the pauses between clips
+        assert tokenizer.decode(window["labels"], skip_special_tokens=True).strip() == window["sentence"]
+        # The timed label: per clip <|start|> text <|end|>, inside the window, in order, and each
+        # clip's speech lasting as long as the corpus says it does.
+        tokens = tokenizer.convert_ids_to_tokens(list(window["timed_labels"]))
+        assert tokens[:3] == ["<|startoftranscript|>", "<|gl|>", "<|transcribe|>"] and tokens[-1] == "<|endoftext|>"
+        times = [float(t[2:-2]) for t in tokens if t.startswith("<|") and t[2:-2].replace(".", "").isdigit()]
+        assert len(times) == 2 * len(ids) and times == sorted(times) and times[-1] <= window["seconds"] + 0.02
+        spoken = [(rows[i].segments[0][1] - rows[i].segments[0][0]) for i in ids]
+        assert [round(b - a, 2) for a, b in zip(times[::2], times[1::2])] == pytest.approx(spoken, abs=0.041)
+
+
+def test_single_clips_get_timed_labels_from_the_corpus(tiny_prepared):
+    tokenizer = models.load_hf("base")[1].tokenizer
+    row = load_split(tiny_prepared, "test")[0]
+    tokens = tokenizer.convert_ids_to_tokens(list(row["timed_labels"]))
+    start, end = float(tokens[3][2:-2]), float(tokens[-2][2:-2])
+    assert 0.0 < start < 0.5 and start < end <= row["seconds"]  # the corpus' lead silence is 0.05-0.4 s
+
+
+def test_pack_plan_respects_lengths_and_the_decoder(tmp_path):
+    config = PrepareConfig(source="synthetic", out_dir=tmp_path, pack=True, pack_min_seconds=10, pack_seconds=20, seed=3)
+    seconds = list(np.random.default_rng(1).uniform(1.5, 6.0, 200))
+    windows = plan_packs(seconds, [30] * 200, config)
+    used = [i for w in windows for i, _ in w]
+    assert len(used) == len(set(used)) > 150  # each clip at most once; most are packed
+    for window in windows:
+        length = sum(pause + seconds[i] for i, pause in window)
+        assert 1 < len(window) and length <= 20 and all(0 <= p <= 0.8 for _, p in window)
+    assert plan_packs(seconds, [30] * 200, config) == windows  # seeded
+    few_tokens = plan_packs(seconds, [250] * 200, config)  # labels of 250 tokens: two do not fit 448
+    assert few_tokens == []

@@ -17,6 +17,7 @@ import torch
 from conftest import assert_one_line_error, run_cli, run_main
 from galwhisper import models
 from galwhisper.errors import GalwhisperError
+from galwhisper.prepare import load_split
 from galwhisper.train import COMPLETE, build_model, make_config, train
 
 QUICK = dict(max_steps=2, eval_steps=2, batch_size=4, eval_batch_size=4, max_eval_samples=2, warmup_steps=0,
@@ -165,3 +166,63 @@ def test_features_for_another_model_are_refused(tiny_prepared, tmp_path):
 def test_missing_features_folder(tmp_path):
     proc = run_main("train", "--features", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"))
     assert_one_line_error(proc, "not a prepared folder")
+
+
+def test_collator_trains_timestamps_at_the_given_rate(tiny_prepared):
+    """A timed sample is trained on its timestamped label with probability timestamp_rate; the
+    prompt is never scored: three tokens of a timed label (no <|notimestamps|>), four otherwise."""
+    from galwhisper.train import Collator
+
+    tokenizer = models.load_hf("base")[1].tokenizer
+    notimestamps, first_time = tokenizer.convert_tokens_to_ids(["<|notimestamps|>", "<|0.00|>"])
+    rows = [dict(r) for r in load_split(tiny_prepared, "train").select(range(8))]
+    assert all(len(r["timed_labels"]) for r in rows)  # the synthetic corpus knows its speech times
+
+    def batch(rate: float, seed: int = 0):
+        return Collator(4, notimestamps, tokenizer.pad_token_id, False, rate, seed)(rows)
+
+    always, never = batch(1.0)["labels"], batch(0.0)["labels"]
+    assert (always[:, :2] == -100).all() and (always[:, 2] >= first_time).all()  # first target: the start time
+    assert (never[:, :3] == -100).all() and (never[:, 3] < notimestamps).all()  # first target: a text token
+    assert not (never >= first_time).any()
+    timed = [(batch(0.3, seed)["labels"][:, 2] >= first_time).float().mean().item() for seed in range(40)]
+    assert 0.2 < sum(timed) / len(timed) < 0.4
+
+
+def test_precision_follows_the_hardware():
+    from galwhisper.models import cpu_has_bf16
+    from galwhisper.train import choose_precision
+
+    assert choose_precision("auto", cuda=True, cuda_bf16=True, cpu_bf16=False) == "bf16"  # A100, H100, ...
+    assert choose_precision("auto", cuda=True, cuda_bf16=False, cpu_bf16=True) == "fp16"  # T4, V100: with loss scaling
+    assert choose_precision("auto", cuda=False, cuda_bf16=False, cpu_bf16=True) == "bf16"  # AMX / AVX512-BF16 CPUs
+    assert choose_precision("auto", cuda=False, cuda_bf16=False, cpu_bf16=False) == "fp32"
+    assert choose_precision("fp32", cuda=True, cuda_bf16=True, cpu_bf16=True) == "fp32"  # an explicit choice is kept
+    with pytest.raises(GalwhisperError, match="--precision fp16: needs a CUDA GPU"):
+        choose_precision("fp16", cuda=False, cuda_bf16=False, cpu_bf16=True)
+    assert cpu_has_bf16("flags : fpu sse avx512f avx512_bf16 amx_tile") and not cpu_has_bf16("flags : fpu sse avx2")
+
+
+def test_time_budget_sets_the_steps_from_measured_speed(galician_clips, tmp_path):
+    """--max-minutes: after timing the first steps, training stops where the budget ends (well
+    before max_steps here) and the linear schedule has decayed to zero by then."""
+    import families
+    from conftest import GALICIAN
+    from galwhisper.prepare import PrepareConfig, prepare
+
+    model = families.build("tiny", tmp_path / "model")
+    manifest = tmp_path / "m.tsv"
+    manifest.write_text("path\tsentence\tsplit\n" + "".join(f"{c}\t{t}\t{s}\n" for c, t, s in zip(
+        galician_clips, GALICIAN, ["train", "train", "train", "train", "validation"])), encoding="utf-8")
+    prepare(PrepareConfig(source=f"manifest:{manifest}", out_dir=tmp_path / "f", model=str(model)), progress=False)
+    config = make_config(None, features=str(tmp_path / "f"), out=str(tmp_path / "run"), model=str(model), max_steps=500,
+                         max_minutes=0.5, eval_steps=500, batch_size=2, eval_batch_size=1, warmup_steps=1,
+                         learning_rate=1e-4, logging_steps=1, generation_max_tokens=4, eval_on_start=False)
+    summary = train(config, progress=False)
+    assert 6 <= summary["steps"] < 500
+    state = json.loads((tmp_path / "run" / "checkpoints" / f"checkpoint-{summary['steps']}" / "trainer_state.json").read_text())
+    rates = [e["learning_rate"] for e in state["log_history"] if "learning_rate" in e]
+    assert rates[-1] < 0.25 * max(rates)  # decayed towards zero at the budget's last step
+    assert summary["best_step"] == summary["steps"]  # the last step was evaluated
+    with pytest.raises(GalwhisperError, match="--lr-scheduler cosine: a time budget"):
+        make_config(None, max_minutes=1, lr_scheduler="cosine")

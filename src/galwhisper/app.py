@@ -1,7 +1,7 @@
 """The web app: a Gradio Blocks UI over `galwhisper.transcribe`, nothing more.
 
-Three tabs (Microphone, YouTube / URL, Audio file) share one model picker and one language
-picker. Each tab has a stable API endpoint; every endpoint takes its input first, then the
+Four tabs (Microphone, Live, YouTube / URL, Audio file) share one model picker and one language
+picker. The classic tabs have stable API endpoints; each takes its input first, then the
 model, then the language:
 
     /transcribe_microphone (audio, model, language) -> (transcript, srt, info)
@@ -9,10 +9,10 @@ model, then the language:
     /transcribe_file       (file, model, language)  -> (transcript, srt, info)
 
 audio, file   a local file, passed with `gradio_client.handle_file(path)`; the file tab reads
-              anything ffmpeg decodes (audio or video), of any length
+              anything ffmpeg decodes (audio or video), up to `max_upload_mb` and the duration cap
 url           a YouTube link or any http(s) media URL yt-dlp reads (caps: `DownloadLimits`)
-model         "base" (the bundled Whisper base), a run such as "runs/NAME/best-ct2", or any
-              spec `galwhisper.models.resolve` accepts
+model         "base" (the bundled Whisper base), a run such as "runs/NAME/best-ct2", or (when
+              `allow_model_paths`) any spec `galwhisper.models.resolve` accepts
 language      a Whisper language code ("gl", "es", "pt", "en", ...) or "auto" to detect
 transcript    the text; srt: a subtitle file; info: audio length, processing time, real-time
               factor; media: the URL's title and duration
@@ -21,17 +21,28 @@ transcript    the text; srt: a subtitle file; info: audio length, processing tim
     text, srt, info = Client("http://127.0.0.1:7860/").predict(
         handle_file("talk.mp3"), "base", "gl", api_name="/transcribe_file")
 
-Errors a user can cause (no input, a file that is not audio, a refused or failing URL, an
-unknown model) are shown as one-line `gr.Error`s; the app keeps serving. Models are loaded
-once and kept (a few at a time) for every later request.
+The Live tab streams the microphone to `galwhisper.streaming.LiveSession` (about one update a
+second; confirmed text plainly, the tentative tail greyed) and gives the final text and an
+.srt on Stop. It is a browser feature: gradio_client cannot stream a microphone.
+
+Safe to share (`--share`, `--host 0.0.0.0`): URLs reaching non-public addresses are refused
+(media.py), uploads are capped by size while uploading and by duration before decoding them
+whole, downloads wait in slots of their own with a shorter time cap than the CLI's (a stalled
+download never holds a transcription slot), typed model folders are refused unless
+`allow_model_paths`, `auth` adds Gradio's login, and a message never shows a server path, a
+traceback or whether a server path exists. Errors a user can cause are one-line `gr.Error`s;
+the app keeps serving. Models are loaded once and kept (a few at a time) for every request.
 """
 
 from __future__ import annotations
 
 import atexit
 import errno
+import html
+import ipaddress
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -48,11 +59,12 @@ import gradio as gr
 
 from galwhisper import models as model_specs
 from galwhisper import options
-from galwhisper.audio import to_mono_16k
+from galwhisper.audio import load_audio, read_samples
 from galwhisper.errors import GalwhisperError, one_line
 from galwhisper.files import private_tempdir
 from galwhisper.languages import DEFAULT_LANGUAGE, language_code
 from galwhisper.media import DownloadLimits, check_url, fetched_audio
+from galwhisper.streaming import LiveConfig, LiveSession, LiveTranscriber, LiveUpdate
 from galwhisper.transcribe import TranscribeOptions, Transcriber, Transcript, write_transcript
 
 log = logging.getLogger(__name__)
@@ -62,6 +74,11 @@ SUBTITLE = "Speech recognition for Galician with Whisper: record, paste a YouTub
 MAX_QUEUE = 64  # waiting requests beyond this are refused with "queue full"
 MAX_LOADED_MODELS = 3  # least recently used models beyond this are dropped
 OUTPUT_MAX_AGE = 3600  # seconds an .srt we wrote is kept (Gradio serves its own copy)
+# One download in the app may take this long (the CLI's cap, DownloadLimits', is 600 s): a
+# visitor's link that trickles a byte a second must not hold a download slot for ten minutes.
+APP_DOWNLOAD_TIMEOUT = 120.0
+LIVE_CHUNK_SECONDS = 1.0  # the browser sends the microphone this often: about one update a second
+LIVE_FINISH_TIMEOUT = 300.0  # the last live update (after Stop) never waits longer than this
 
 # (label, value) for the language picker; any other Whisper code can be typed in.
 LANGUAGES = [
@@ -80,6 +97,11 @@ LANGUAGES = [
 
 
 
+def app_download_limits() -> DownloadLimits:
+    """The app's download caps: DownloadLimits' own, with a shorter time cap."""
+    return DownloadLimits(download_timeout=APP_DOWNLOAD_TIMEOUT)
+
+
 @dataclass(frozen=True)
 class AppConfig:
     """How the app is served; field names are `galwhisper app`'s option names."""
@@ -90,14 +112,69 @@ class AppConfig:
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
-    concurrency: int = 2  # requests worked on at once, across all tabs (2 CPU cores)
-    limits: DownloadLimits = field(default_factory=DownloadLimits)
+    concurrency: int = 2  # requests transcribed at once, across all tabs (2 CPU cores)
+    download_concurrency: int = 4  # URL downloads at once, in slots of their own
+    live_sessions: int = 2  # Live-tab recordings streamed at once
+    max_upload_mb: float = 200  # bigger uploads are refused while they upload
+    # Typed model folders (any folder of the server). None: allowed only when the app listens on
+    # a loopback address without --share, i.e. when every visitor is on this machine.
+    allow_model_paths: bool | None = None
+    auth: tuple[str, ...] = field(default=(), repr=False)  # USER:PASS logins (Gradio's login page)
+    auth_file: str | None = None  # a file of USER:PASS lines, read at start
+    limits: DownloadLimits = field(default_factory=app_download_limits)
+    credentials: tuple[tuple[str, str], ...] = field(init=False, repr=False)  # from auth and auth_file
 
     def __post_init__(self):
         object.__setattr__(self, "models", tuple(self.models or (model_specs.DEFAULT_MODEL,)))
         object.__setattr__(self, "language", language_code(self.language, allow_auto=True) or "auto")
         options.whole("port", self.port, minimum=0, maximum=65535)
         options.whole("concurrency", self.concurrency, maximum=64)
+        options.whole("download_concurrency", self.download_concurrency, maximum=64)
+        options.whole("live_sessions", self.live_sessions, maximum=64)
+        options.number("max_upload_mb", self.max_upload_mb)
+        if self.allow_model_paths is None:
+            object.__setattr__(self, "allow_model_paths", is_loopback(self.host) and not self.share)
+        object.__setattr__(self, "auth", tuple(self.auth or ()))
+        object.__setattr__(self, "credentials", read_credentials(self.auth, self.auth_file))
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches (127.0.0.1, ::1, localhost)."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_credentials(auth: Sequence[str], auth_file: str | None) -> tuple[tuple[str, str], ...]:
+    """(user, password) pairs from USER:PASS values and a file of USER:PASS lines (blank lines
+    and # comments skipped). Messages never quote a password."""
+    pairs = [_credential(value, "--auth") for value in auth]
+    if auth_file:
+        try:
+            lines = Path(auth_file).expanduser().read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise GalwhisperError(f"--auth-file {auth_file}: not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise GalwhisperError(f"--auth-file {auth_file}: not readable ({type(exc).__name__})") from None
+        pairs += [
+            _credential(line.strip(), f"--auth-file {auth_file}: line {number}")
+            for number, line in enumerate(lines, start=1)
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+        if not pairs:
+            raise GalwhisperError(f"--auth-file {auth_file}: holds no USER:PASS line")
+    return tuple(pairs)
+
+
+def _credential(value: str, where: str) -> tuple[str, str]:
+    user, colon, password = str(value).partition(":")
+    if not colon or not user.strip() or not password:
+        raise GalwhisperError(f"{where}: expected USER:PASS, with a user name and a password")
+    return user.strip(), password
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,20 +250,36 @@ class ModelCache:
 # The work behind each tab
 
 
+# A server path in a message: "/" not inside a word or URL, up to a space, quote, colon or
+# bracket. Shown by its last part ("/tmp/gradio/3f2a/notes.txt" -> "notes.txt").
+_SERVER_PATH = re.compile(r"(?<![\w:/.~\0-])/[^\s:'\"()\[\],;]+")
+
+
+def hide_paths(message: str, keep: Sequence[str] = (), rename: dict[str, str] | None = None) -> str:
+    """`message` with every server path shown by its last part, so that a visitor learns
+    nothing of the server's folders. `keep`: what the visitor typed (a URL, a model) stays as
+    it is; `rename`: paths shown by another name (a listed run by NAME/best-ct2)."""
+    kept = [k for k in keep if k and len(k) > 2] + list((rename or {}).values())  # not "/": every path holds one
+    for old, new in sorted((rename or {}).items(), key=lambda item: -len(item[0])):
+        message = message.replace(old, new)
+    for i, text in enumerate(kept):
+        message = message.replace(text, f"\0{i}\0")
+    message = _SERVER_PATH.sub(lambda m: m.group().rstrip("/").rsplit("/", 1)[-1], message)
+    for i, text in enumerate(kept):
+        message = message.replace(f"\0{i}\0", text)
+    return message
+
+
 @contextmanager
-def _as_gr_error(hide: str | None = None) -> Iterator[None]:
-    """User errors become one-line gr.Errors; bugs are logged with their traceback and shown
-    as one line too, so the page never sees a stack trace. `hide`: a server path (Gradio's
-    upload folder) to show as its file name only."""
+def _as_gr_error(keep: Sequence[str] = (), rename: dict[str, str] | None = None) -> Iterator[None]:
+    """User errors become one-line gr.Errors without server paths (see hide_paths); bugs are
+    logged with their traceback and shown as one line too, so the page never sees a stack trace."""
     try:
         yield
     except gr.Error:
         raise
     except GalwhisperError as exc:
-        message = str(exc)
-        if hide:
-            message = message.replace(str(hide), Path(hide).name)
-        raise gr.Error(message, print_exception=False) from None
+        raise gr.Error(hide_paths(str(exc), keep, rename), print_exception=False) from None
     except Exception as exc:
         log.exception("galwhisper app: unexpected error")
         message = f"unexpected error ({type(exc).__name__}); the details are in the server log"
@@ -220,10 +313,35 @@ def _info(t: Transcript, transcriber: Transcriber, extra: str = "") -> str:
     return " · ".join(parts)
 
 
+def live_html(update: LiveUpdate | None) -> str:
+    """The Live tab's text: confirmed words plainly, the tentative tail greyed, a status line."""
+    if update is None:
+        return '<div class="live-text"><span class="live-status">Press Record and speak: text appears as you talk.</span></div>'
+    status = f"{update.heard_seconds:.0f} s heard · {update.updates} updates"
+    if update.updates:
+        status += f" · last update {update.update_seconds:.1f} s for {update.buffer_seconds:.0f} s of audio"
+    return (
+        '<div class="live-text">'
+        f'<span class="confirmed">{html.escape(update.confirmed)}</span> '
+        f'<span class="tentative" style="color: #9ca3af">{html.escape(update.tentative)}</span>'
+        f'</div><div class="live-status" style="color: #6b7280; font-size: 0.85em">{status}</div>'
+    )
+
+
+def close_live(session: LiveSession | None) -> None:
+    """gr.State's delete callback: a page closed mid-recording stops its worker."""
+    if session is not None:
+        session.close()
+
+
 class _Service:
-    def __init__(self, limits: DownloadLimits | None, cache: ModelCache):
-        self.limits = limits or DownloadLimits()
+    def __init__(self, config: AppConfig, cache: ModelCache):
+        self.config = config
+        self.limits = config.limits
         self.models = cache
+        # Transcription slots shared by every tab; a URL request takes one only once its
+        # download is done, so downloads (in Gradio's "download" slots) never hold one.
+        self.slots = threading.BoundedSemaphore(config.concurrency)
         # Named after this process: removed on exit, or by the next galwhisper if this one is killed.
         self.workdir = private_tempdir("app")
         atexit.register(shutil.rmtree, self.workdir, ignore_errors=True)
@@ -239,13 +357,35 @@ class _Service:
                 pass
         return Path(tempfile.mkdtemp(dir=self.workdir))
 
-    def _load(self, model: str | None, progress) -> Transcriber:
+    def _listed(self) -> dict[str, str]:
+        """The models offered in the picker (read now: runs trained since start count): spec -> short name."""
+        return {spec: _short_name(spec) for _, spec in model_choices(self.config.models, self.config.runs_dir)}
+
+    def _model(self, model: str | None) -> str:
+        """The spec to load, refused (with the same words whether it exists or not) when it is a
+        typed folder and typed folders are off."""
+        spec = (model or "").strip() or model_specs.DEFAULT_MODEL
+        if self.config.allow_model_paths or spec in self._listed():
+            return spec
+        raise GalwhisperError(f"model {one_line(spec, 80)}: not offered by this app; choose a model from the list")
+
+    def _errors(self, *keep: str):
+        """_as_gr_error keeping what the visitor typed and naming listed runs by NAME/best-ct2."""
+        listed = {spec: name for spec, name in self._listed().items() if spec != name}
+        return _as_gr_error(keep=keep, rename=listed)
+
+    def _load(self, spec: str, progress) -> Transcriber:
         progress(0.05, desc="Loading the model")
-        return self.models.get(model)
+        return self.models.get(spec)
 
     def _transcribe(self, transcriber: Transcriber, source, name: str, options: TranscribeOptions, progress, extra: str = ""):
-        progress(0.3, desc="Transcribing")
-        transcript = transcriber.transcribe(source, options, name=name)
+        """Decode (refusing audio over the duration cap before decoding it all) and transcribe,
+        in one of the transcription slots."""
+        progress(0.2, desc="Waiting for a free slot")
+        with self.slots:
+            progress(0.3, desc="Transcribing")
+            audio = load_audio(source, max_seconds=self.limits.max_duration)
+            transcript = transcriber.transcribe(audio, options, name=name)
         progress(0.95, desc="Writing subtitles")
         srt = write_transcript(transcript, "srt", self._output_dir())
         return transcript.text, str(srt), _info(transcript, transcriber, extra)
@@ -253,23 +393,21 @@ class _Service:
     # -- endpoints (argument order is the public API) ----------------------------------------
 
     def transcribe_microphone(self, recording, model, language, progress=gr.Progress()):
-        if recording is None or recording[1] is None or len(recording[1]) == 0:
+        if not recording:
             raise gr.Error("No recording: press Record, speak, press Stop, then Transcribe.", print_exception=False)
-        sample_rate, samples = recording
-        with _as_gr_error():
+        with self._errors(model):
             options = TranscribeOptions(language=_language(language))
-            transcriber = self._load(model, progress)
-            audio = to_mono_16k(samples, sample_rate)
-            return self._transcribe(transcriber, audio, "microphone", options, progress)
+            transcriber = self._load(self._model(model), progress)
+            return self._transcribe(transcriber, str(recording), "microphone", options, progress)
 
     def transcribe_url(self, url, model, language, progress=gr.Progress()):
         url = (url or "").strip()
         if not url:
             raise gr.Error("No URL: paste a YouTube link or the address of an audio or video file.", print_exception=False)
-        with _as_gr_error():
-            check_url(url, self.limits.allow_private_urls)  # refuse file://, ftp://, ... before anything is loaded
+        with self._errors(url, model):
+            check_url(url, self.limits.allow_private_urls)  # refuse file://, ftp://, private hosts before anything is loaded
             options = TranscribeOptions(language=_language(language))
-            transcriber = self._load(model, progress)
+            transcriber = self._load(self._model(model), progress)
             progress(0.1, desc="Downloading")
             started = time.perf_counter()
             with fetched_audio(url, self.limits) as media:
@@ -283,18 +421,59 @@ class _Service:
         if not file:
             raise gr.Error("No file: choose an audio or video file first.", print_exception=False)
         path = str(file)
-        with _as_gr_error(hide=path):
+        with self._errors(model):
             options = TranscribeOptions(language=_language(language))
-            transcriber = self._load(model, progress)
+            transcriber = self._load(self._model(model), progress)
             return self._transcribe(transcriber, path, Path(path).name, options, progress)
+
+    # -- the Live tab --------------------------------------------------------------------------
+
+    def live_start(self):
+        """Record pressed: a new session starts with the first chunk."""
+        return None, live_html(None), "", None, ""
+
+    def live_chunk(self, chunk, session, model, language):
+        """One chunk of the microphone (about a second): fed to the session's worker, which
+        transcribes in the background; answers at once with the latest update."""
+        if chunk is None or (session is not None and session.finished):
+            return gr.skip(), session  # nothing yet, or a chunk that came in after Stop
+        with self._errors(model):
+            if session is None:
+                transcriber = self.models.get(self._model(model))
+                options = TranscribeOptions(language=_language(language))
+                config = LiveConfig(max_seconds=self.limits.max_duration)
+                session = LiveSession(LiveTranscriber(transcriber, options, config))
+            samples, rate = read_samples(chunk)
+            return live_html(session.feed(samples, rate)), session
+
+    def live_stop(self, session):
+        """Stop pressed: the last audio is transcribed; the final text and .srt are given."""
+        if session is None:
+            raise gr.Error("Nothing heard yet: press Record, speak, then Stop.", print_exception=False)
+        with self._errors():
+            transcript = session.finish(LIVE_FINISH_TIMEOUT)
+            srt = write_transcript(transcript, "srt", self._output_dir(), stem="live")
+            transcriber = session.live.transcriber
+            updates = session.live.stats
+            extra = f"{len(updates)} live updates"
+            if updates:
+                extra += f", median {sorted(u.compute_seconds for u in updates)[len(updates) // 2]:.1f} s each"
+            return live_html(session.latest()), transcript.text, str(srt), _info(transcript, transcriber, extra), session
+
+
+def _short_name(spec: str) -> str:
+    """How a listed model is named in messages: base, or NAME/best-ct2 for a run."""
+    if spec == model_specs.DEFAULT_MODEL or "/" not in spec:
+        return spec
+    return "/".join(Path(spec).parts[-2:])
 
 
 # ---------------------------------------------------------------------------------------------
 # The page
 
 
-def _outputs(prefix: str):
-    text = gr.Textbox(label="Transcript", lines=8, max_lines=30, interactive=False, buttons=["copy"], elem_id=f"{prefix}-text")
+def _outputs(prefix: str, label: str = "Transcript"):
+    text = gr.Textbox(label=label, lines=8, max_lines=30, interactive=False, buttons=["copy"], elem_id=f"{prefix}-text")
     with gr.Row():
         srt = gr.File(label="Subtitles (.srt)", interactive=False, elem_id=f"{prefix}-srt", scale=1)
         info = gr.Textbox(label="Processing", interactive=False, elem_id=f"{prefix}-info", scale=2)
@@ -307,17 +486,23 @@ def build_app(config: AppConfig | None = None, preload: bool = False) -> gr.Bloc
     request does not wait."""
     config = config or AppConfig()
     models, runs_dir, concurrency = list(config.models), config.runs_dir, config.concurrency
-    service = _Service(config.limits, ModelCache())
+    service = _Service(config, ModelCache())
     choices = model_choices(models, runs_dir)
     if preload:
         service.models.get(choices[0][1])
+        from faster_whisper.vad import get_vad_model
+
+        get_vad_model()  # Silero VAD (batched windows, the Live tab): loaded now, not by the first visitor
+    limits = service.limits
 
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
         gr.Markdown(f"# {TITLE}\n{SUBTITLE}", elem_id="header")
         with gr.Row():
+            # Custom values stay allowed in the component: with typed folders off, _Service._model
+            # refuses them with its own words (Gradio's refusal would list the runs' server paths).
             model = gr.Dropdown(
                 choices, value=choices[0][1], label="Model", allow_custom_value=True, elem_id="model",
-                info="bundled base, a fine-tuned run, or type a model folder",
+                info="bundled base or a fine-tuned run" + (", or type a model folder" if config.allow_model_paths else ""),
             )  # fmt: skip
             language = gr.Dropdown(
                 LANGUAGES, value=config.language, label="Language", allow_custom_value=True, elem_id="language",
@@ -327,14 +512,36 @@ def build_app(config: AppConfig | None = None, preload: bool = False) -> gr.Bloc
 
         with gr.Tabs():
             with gr.Tab("Microphone", id="microphone"):
-                mic = gr.Audio(sources=["microphone"], type="numpy", label="Recording", elem_id="mic-audio")
+                mic = gr.Audio(sources=["microphone"], type="filepath", label="Recording", elem_id="mic-audio")
                 mic_button = gr.Button("Transcribe", variant="primary", elem_id="mic-button")
                 mic_out = _outputs("mic")
                 mic_inputs = [mic, model, language]
                 mic_button.click(service.transcribe_microphone, mic_inputs, list(mic_out), api_name="transcribe_microphone", **common)
 
+            with gr.Tab("Live", id="live"):
+                live_session = gr.State(None, time_to_live=limits.max_duration + 3600, delete_callback=close_live)
+                live_audio = gr.Audio(
+                    sources=["microphone"], streaming=True, type="filepath", label="Microphone (live)", elem_id="live-audio",
+                )  # fmt: skip
+                live_view = gr.HTML(live_html(None), label="Live transcript", elem_id="live-view")
+                live_out = _outputs("live", label="Final transcript")
+                live_audio.start_recording(
+                    service.live_start, None, [live_session, live_view, *live_out], queue=False, api_visibility="private",
+                )  # fmt: skip
+                # show_progress hidden: Gradio would fade the text for as long as the stream runs.
+                live_audio.stream(
+                    service.live_chunk, [live_audio, live_session, model, language], [live_view, live_session],
+                    stream_every=LIVE_CHUNK_SECONDS, time_limit=limits.max_duration, concurrency_limit=config.live_sessions,
+                    concurrency_id="live", api_visibility="private", show_progress="hidden",
+                )  # fmt: skip
+                # Not in the "live" slots (held by the streams themselves until they close): it
+                # only waits for its own session's worker.
+                live_audio.stop_recording(
+                    service.live_stop, [live_session], [live_view, *live_out, live_session], concurrency_limit=None,
+                    api_visibility="private",
+                )  # fmt: skip
+
             with gr.Tab("YouTube / URL", id="url"):
-                limits = service.limits
                 url = gr.Textbox(
                     label="YouTube link or media URL", placeholder="https://www.youtube.com/watch?v=…  or  https://…/talk.mp3",
                     info=f"http(s) only; up to {_clock(limits.max_duration)} of audio, {limits.max_download_mb:g} MB, "
@@ -345,11 +552,18 @@ def build_app(config: AppConfig | None = None, preload: bool = False) -> gr.Bloc
                 url_media = gr.Markdown(label="Media", elem_id="url-media")
                 url_out = _outputs("url")
                 inputs, outputs = [url, model, language], [url_media, *url_out]
-                url_button.click(service.transcribe_url, inputs, outputs, api_name="transcribe_url", **common)
-                url.submit(service.transcribe_url, inputs, outputs, api_visibility="private", **common)
+                # Downloads have slots of their own; the transcription after one takes a
+                # transcription slot (_Service.slots) only once the download is done.
+                downloads = dict(concurrency_limit=config.download_concurrency, concurrency_id="download")
+                url_button.click(service.transcribe_url, inputs, outputs, api_name="transcribe_url", **downloads)
+                url.submit(service.transcribe_url, inputs, outputs, api_visibility="private", **downloads)
 
             with gr.Tab("Audio file", id="file"):
-                upload = gr.File(label="Audio or video file (any format ffmpeg reads, any length)", elem_id="file-input")
+                upload = gr.File(
+                    label=f"Audio or video file (any format ffmpeg reads; up to {config.max_upload_mb:g} MB, "
+                    f"{_clock(limits.max_duration)} of audio)",
+                    elem_id="file-input",
+                )  # fmt: skip
                 file_button = gr.Button("Transcribe", variant="primary", elem_id="file-button")
                 file_out = _outputs("file")
                 file_button.click(
@@ -379,6 +593,9 @@ def launch(config: AppConfig | None = None, preload: bool = True, **launch_kwarg
     demo = build_app(config, preload=preload)
     launch_kwargs.setdefault("ssr_mode", False)
     launch_kwargs.setdefault("show_error", False)
+    launch_kwargs.setdefault("max_file_size", int(config.max_upload_mb * 1_000_000))
+    if config.credentials:
+        launch_kwargs.setdefault("auth", list(config.credentials))
     demo.launch(server_name=config.host, server_port=config.port, share=config.share, **launch_kwargs)
     return demo
 

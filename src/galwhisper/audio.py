@@ -124,14 +124,20 @@ def duration_seconds(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float
     return float(len(audio)) / sample_rate
 
 
-def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Convert an in-memory recording (e.g. Gradio's 44.1 kHz int16 microphone) to 16 kHz mono."""
+def mono_float32(samples: np.ndarray) -> np.ndarray:
+    """Samples as mono float32 in [-1, 1]: integers scaled, (frames, channels) averaged."""
     samples = np.asarray(samples)
     if np.issubdtype(samples.dtype, np.integer):
         samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max + 1)
     samples = samples.astype(np.float32)
     if samples.ndim == 2:  # (frames, channels)
         samples = samples.mean(axis=1)
+    return np.ascontiguousarray(samples.reshape(-1))
+
+
+def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Convert an in-memory recording (e.g. Gradio's 44.1 kHz int16 microphone) to 16 kHz mono."""
+    samples = mono_float32(samples)
     if sample_rate == SAMPLE_RATE or samples.size == 0:
         return samples
     # Resample through the same FFmpeg decoder as every file, so there is one resampler.
@@ -140,6 +146,57 @@ def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     buffer = io.BytesIO()
     sf.write(buffer, samples, int(sample_rate), format="WAV", subtype="FLOAT")
     return load_audio(buffer.getvalue())
+
+
+class StreamResampler:
+    """Chunks of a stream at any sample rate -> 16 kHz mono float32, one chunk at a time.
+
+    One FFmpeg resampler is kept for the whole stream: resampling each chunk on its own would
+    restart the filter at every chunk boundary (a click a second in live audio)."""
+
+    def __init__(self) -> None:
+        self._resampler = None
+        self._rate: int | None = None
+
+    def __call__(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
+        import av
+
+        samples = mono_float32(samples)
+        if int(sample_rate) == SAMPLE_RATE and self._resampler is None:
+            return samples
+        if self._rate != int(sample_rate):  # a new stream, or one that changed its rate
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            self._rate = int(sample_rate)
+        if samples.size == 0:
+            return samples
+        frame = av.AudioFrame.from_ndarray(samples[None, :], format="flt", layout="mono")
+        frame.sample_rate = self._rate
+        return _joined(self._resampler.resample(frame))
+
+    def flush(self) -> np.ndarray:
+        """What the resampler still holds (call once, at the end of the stream)."""
+        if self._resampler is None:
+            return np.zeros(0, dtype=np.float32)
+        return _joined(self._resampler.resample(None))
+
+
+def _joined(frames) -> np.ndarray:
+    parts = [f.to_ndarray().reshape(-1) for f in frames]
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
+
+
+def read_samples(source: Union[str, os.PathLike]) -> tuple[np.ndarray, int]:
+    """(mono float32 samples, sample rate) of a short file such as a streamed microphone chunk,
+    at its own rate (a stream is resampled as a whole by StreamResampler)."""
+    import soundfile as sf
+
+    name = describe(source)
+    try:
+        samples, rate = sf.read(str(source), dtype="float32", always_2d=True)
+    except (RuntimeError, OSError, ValueError) as exc:  # soundfile's errors for unreadable data
+        detail = getattr(exc, "error_string", None) or one_line(exc, 120)  # error_string: without the path
+        raise GalwhisperError(f"{name}: not a readable audio chunk ({detail})") from None
+    return mono_float32(samples), int(rate)
 
 
 def write_wav(path: Union[str, os.PathLike], audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:

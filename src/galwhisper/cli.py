@@ -53,21 +53,38 @@ def _given(args: argparse.Namespace) -> dict:
 # Download limits (transcribe, app)
 
 
-def add_download_limits(p) -> None:
-    from galwhisper.media import DownloadLimits as L
+def add_download_limits(p, defaults=None) -> None:
+    """The URL caps; `defaults`: the DownloadLimits whose values apply when not given (help texts)."""
+    from galwhisper.media import DownloadLimits
 
-    p.add_argument("--max-download-mb", type=float, help=f"URL size cap ({_default(L, 'max_download_mb')})")
-    p.add_argument("--max-duration", type=float, help=f"URL duration cap in seconds ({_default(L, 'max_duration')})")
-    p.add_argument("--download-timeout", type=float, help=f"URL download time cap in seconds ({_default(L, 'download_timeout')})")
+    d = defaults or DownloadLimits()
+    p.add_argument("--max-download-mb", type=float, help=f"URL size cap (default {d.max_download_mb:g})")
+    p.add_argument("--max-duration", type=float, help=f"URL duration cap in seconds; in the app, uploads too (default {d.max_duration:g})")
+    p.add_argument("--download-timeout", type=float, help=f"URL download time cap in seconds (default {d.download_timeout:g})")
     p.add_argument("--allow-private-urls", action="store_true",
                    help="allow URLs on loopback, private or link-local addresses (default: refused)")
 
 
-def download_limits(given: dict):
-    from galwhisper.media import DownloadLimits
-    from galwhisper.options import build
+def download_limits(given: dict, defaults=None):
+    """DownloadLimits from the options given, the rest from `defaults` (DownloadLimits' own when None)."""
+    import dataclasses
 
-    return build(DownloadLimits, given)
+    from galwhisper.media import DownloadLimits
+    from galwhisper.options import given as given_only
+
+    names = {f.name for f in dataclasses.fields(DownloadLimits)}
+    return dataclasses.replace(defaults or DownloadLimits(), **{k: v for k, v in given_only(given).items() if k in names})
+
+
+def _number_or_off(kind):
+    """argparse type: a number, or "off" (the option's check is turned off)."""
+    from galwhisper.transcribe import OFF
+
+    def parse(text: str):
+        return OFF if text.strip().lower() == OFF else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse's message: "invalid float value: 'x'"
+    return parse
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,7 +109,27 @@ def add_transcribe(p) -> None:
     p.add_argument("--timestamps", action=argparse.BooleanOptionalAction,
                    help="model-predicted segment timestamps (default: only for sequential long-form)")
     p.add_argument("--backend", choices=BACKENDS, help="ct2 (default) or transformers (parity checks)")
+    add_repetition_guard(p)
     add_download_limits(p)
+
+
+def add_repetition_guard(p) -> None:
+    from galwhisper.transcribe import TranscribeOptions as T
+
+    p.add_argument("--compression-ratio-threshold", type=_number_or_off(float),
+                   help=f"a window whose text compresses better than this loops: decoded again; off: no check "
+                        f"({_default(T, 'compression_ratio_threshold')})")
+    p.add_argument("--log-prob-threshold", type=_number_or_off(float),
+                   help="a window whose average log-probability is below this (e.g. -1.0) is decoded again "
+                        f"({_default(T, 'log_prob_threshold')}: off)")
+    p.add_argument("--no-repeat-ngram-size", type=int,
+                   help=f"no n-gram of this many tokens may repeat within a window, 0: off ({_default(T, 'no_repeat_ngram_size')})")
+    p.add_argument("--repetition-penalty", type=float,
+                   help=f"> 1 makes tokens already in a window less likely (a window decoded again uses at least 1.2) "
+                        f"({_default(T, 'repetition_penalty')})")
+    p.add_argument("--max-repeats", type=_number_or_off(int),
+                   help=f"a phrase repeated more times in a row loops: decoded again, then cut to one; off: no check "
+                        f"({_default(T, 'max_repeats')})")
 
 
 def run_transcribe(args) -> int:
@@ -127,6 +164,7 @@ def run_transcribe(args) -> int:
 
 def add_app(p) -> None:
     from galwhisper.app import AppConfig as A
+    from galwhisper.app import app_download_limits
 
     p.add_argument("--model", dest="models", nargs="+", action="extend", metavar="M",
                    help="models offered first (default: base); every RUNS_DIR/*/best-ct2 is offered too")
@@ -135,16 +173,25 @@ def add_app(p) -> None:
     p.add_argument("--host", help=f"address to listen on, 0.0.0.0: every interface ({_default(A, 'host')})")
     p.add_argument("--port", type=int, help=_default(A, "port"))
     p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
-    p.add_argument("--concurrency", type=int, help=f"requests worked on at once ({_default(A, 'concurrency')})")
-    add_download_limits(p)
+    p.add_argument("--concurrency", type=int, help=f"requests transcribed at once ({_default(A, 'concurrency')})")
+    p.add_argument("--download-concurrency", type=int,
+                   help=f"URL downloads at once, in slots of their own ({_default(A, 'download_concurrency')})")
+    p.add_argument("--live-sessions", type=int, help=f"Live-tab recordings at once ({_default(A, 'live_sessions')})")
+    p.add_argument("--max-upload-mb", type=float, help=f"upload size cap ({_default(A, 'max_upload_mb')})")
+    p.add_argument("--allow-model-paths", action=argparse.BooleanOptionalAction,
+                   help="let visitors type any model folder of this machine (default: only when --host is a "
+                        "loopback address and there is no --share)")
+    p.add_argument("--auth", action="append", metavar="USER:PASS", help="require this login (repeat for more users)")
+    p.add_argument("--auth-file", metavar="FILE", help="require a login from this file's USER:PASS lines")
+    add_download_limits(p, app_download_limits())
 
 
 def run_app(args) -> int:
-    from galwhisper.app import AppConfig, launch
+    from galwhisper.app import AppConfig, app_download_limits, launch
     from galwhisper.options import build
 
     given = _given(args)
-    launch(build(AppConfig, given, limits=download_limits(given)))
+    launch(build(AppConfig, given, limits=download_limits(given, app_download_limits())))
     return 0
 
 
@@ -155,7 +202,12 @@ def run_app(args) -> int:
 def add_prepare(p) -> None:
     from galwhisper.prepare import PrepareConfig as P
 
-    p.add_argument("--source", required=True, help="cv:DIR | hf:DATASET[:CONFIG] | manifest:FILE | synthetic[:DIR]")
+    p.add_argument("--source", required=True, action="append",
+                   help="cv:PATH[:LOCALE] | mdc:DATASET_ID | hf:DATASET[:CONFIG][@REVISION] | manifest:FILE | "
+                        "synthetic[:DIR]; repeat to merge several sources")
+    p.add_argument("--cv-train", choices=["train", "validated"],
+                   help="Common Voice train split: train.tsv, or validated.tsv minus dev and test (default train)")
+    p.add_argument("--max-per-source", type=int, help="take at most N rows of each split from each source")
     p.add_argument("--out", dest="out_dir", required=True, help="folder for the prepared splits")
     p.add_argument("--model", help=_default(P, "model"))
     p.add_argument("--language", help=_default(P, "language"))
@@ -166,6 +218,13 @@ def add_prepare(p) -> None:
     p.add_argument("--max-seconds", type=float, help=_default(P, "max_seconds"))
     p.add_argument("--max-label-tokens", type=int, help=_default(P, "max_label_tokens"))
     p.add_argument("--cache-encoder", action="store_true", help="also store the frozen encoder's outputs (cached-encoder mode)")
+    p.add_argument("--cache-encoder-layers", type=int, metavar="K",
+                   help="cache only the bottom K encoder layers' output: the layers above train (default: all)")
+    p.add_argument("--pack", action="store_true", help="train split: pack clips into 30-s windows with their times")
+    p.add_argument("--pack-seconds", type=float, help=f"longest packed window ({_default(P, 'pack_seconds')})")
+    p.add_argument("--pack-min-seconds", type=float, help=f"shortest packed window ({_default(P, 'pack_min_seconds')})")
+    p.add_argument("--pack-singles", type=float, help=f"share of single clips kept beside the windows ({_default(P, 'pack_singles')})")
+    p.add_argument("--seed", type=int, help=f"for packing ({_default(P, 'seed')})")
     p.add_argument("--audio-column", help=f"hf: sources ({_default(P, 'audio_column')})")
     p.add_argument("--text-column", help="hf: sources (default: detected)")
     p.add_argument("--streaming", action="store_true", help="hf: stream instead of downloading")
@@ -183,6 +242,48 @@ def run_prepare(args) -> int:
     return 0
 
 
+def add_harvest(p) -> None:
+    from galwhisper.harvest import HarvestConfig as H
+
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="a video, page, playlist or channel URL; a folder of media files with .srt/.vtt of the same name; a media file")
+    p.add_argument("--out", dest="out_dir", required=True, help="corpus folder: manifest.tsv, harvest.json, clips/")
+    p.add_argument("--language", help=f"subtitle and speech language ({_default(H, 'language')})")
+    p.add_argument("--model", help=f"model that checks each segment ({_default(H, 'model')}; a fine-tuned run checks better)")
+    p.add_argument("--compute-type", help=f"the checking model's ({_default(H, 'compute_type')})")
+    p.add_argument("--max-cer", type=float, help=f"drop segments whose CER against the model is over this ({_default(H, 'max_cer')})")
+    p.add_argument("--max-bad-share", type=float,
+                   help=f"drop a whole video when more of its segments fail the check: out of sync ({_default(H, 'max_bad_share')})")
+    p.add_argument("--no-check", action="store_true", help="keep segments without checking them with the model")
+    p.add_argument("--auto-subs", action="store_true", help="also use automatic captions (default: human subtitles only)")
+    p.add_argument("--subs", help="the subtitle file (.srt/.vtt) of a single media SOURCE")
+    p.add_argument("--max-videos", type=int, help="per playlist or channel (default: all)")
+    p.add_argument("--max-gap", type=float, help=f"a longer gap between cues ends a segment, seconds ({_default(H, 'max_gap')})")
+    p.add_argument("--min-seconds", type=float, help=_default(H, "min_seconds"))
+    p.add_argument("--max-seconds", type=float, help=_default(H, "max_seconds"))
+    p.add_argument("--validation-ratio", type=float, help=f"share of videos ({_default(H, 'validation_ratio')})")
+    p.add_argument("--test-ratio", type=float, help=f"share of videos ({_default(H, 'test_ratio')})")
+    add_download_limits(p)
+
+
+def run_harvest(args) -> int:
+    from galwhisper.harvest import HarvestConfig, harvest
+    from galwhisper.options import build
+
+    given = _given(args)
+    config = build(HarvestConfig, given, limits=download_limits(given))
+    summary = harvest(config)
+    for message in summary["run"]["warnings"]:
+        print(f"galwhisper: warning: {message}", file=sys.stderr)
+    for message in summary["errors"].values():
+        print(f"galwhisper: error: {message}", file=sys.stderr)
+    totals, dropped = summary["totals"], summary["totals"]["segments_dropped"]
+    reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.items() if n) or "none"
+    print(f"{totals['segments_kept']} segments kept ({totals['hours_kept'] * 60:.1f} min) from {totals['videos']} videos; "
+          f"dropped: {reasons} -> {config.out_dir / 'manifest.tsv'}")
+    return 2 if summary["errors"] else 0
+
+
 def add_train(p) -> None:
     from galwhisper.train import MODES, PRECISIONS, PRESETS
 
@@ -195,7 +296,8 @@ def add_train(p) -> None:
     p.add_argument("--precision", choices=PRECISIONS)
     p.add_argument("--lr-scheduler", help="linear | cosine | constant_with_warmup ...")
     numbers = {int: ("max_steps", "eval_steps", "save_steps", "warmup_steps", "batch_size", "eval_batch_size",
-                     "grad_accum", "max_eval_samples", "seed"), float: ("learning_rate", "weight_decay")}
+                     "grad_accum", "max_eval_samples", "seed"),
+               float: ("learning_rate", "weight_decay", "timestamp_rate", "max_minutes")}
     for kind, names in numbers.items():
         for name in names:
             p.add_argument("--" + name.replace("_", "-"), type=kind)
@@ -225,7 +327,10 @@ def add_evaluate(p) -> None:
     p.add_argument("--json", dest="json_path", help="write the JSON results here")
     p.add_argument("--beam-size", type=int, help=_default(E, "beam_size"))
     p.add_argument("--batch-size", type=int, help=_default(E, "batch_size"))
-    p.add_argument("--compute-type", help=_default(E, "compute_type"))
+    p.add_argument("--compute-type", help=f"ct2 engine ({_default(E, 'compute_type')})")
+    p.add_argument("--card", metavar="RUN", help="add the results to this run's model card (RUN/best/README.md)")
+    p.add_argument("--engine", choices=["auto", "ct2", "torch"],
+                   help="ct2, torch, or auto: torch in bf16 where the hardware has bf16, else ct2 (default auto)")
 
 
 def run_evaluate(args) -> int:
@@ -243,7 +348,8 @@ def add_demo(p) -> None:
     p.add_argument("--out", help=_default(D, "out"))
     p.add_argument("--fresh", action="store_true", help="rebuild everything instead of reusing")
     p.add_argument("--n-train", type=int, help="training sentences (default: all)")
-    p.add_argument("--max-steps", type=int, help="training steps (default: the preset's)")
+    p.add_argument("--max-steps", type=int, help="training steps (default: as many as the time left allows)")
+    p.add_argument("--minutes", type=float, help=f"the whole demo's wall time; training gets what is left ({_default(D, 'minutes')})")
 
 
 def run_demo(args) -> int:
@@ -259,14 +365,31 @@ def run_demo(args) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+def add_push(p) -> None:
+    p.add_argument("run_dir", metavar="RUN", help="a finished run folder (best/ and best-ct2/)")
+    p.add_argument("--repo-id", required=True, help="the hub repository, e.g. you/whisper-small-gl")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+
+
+def run_push(args) -> int:
+    from pathlib import Path
+
+    from galwhisper.card import push
+
+    print(push(Path(args.run_dir), args.repo_id, getattr(args, "private", False)))
+    return 0
+
+
 # name -> (help, add its options, run it)
 COMMANDS = {
+    "harvest": ("subtitled video and audio -> a corpus checked by a model (manifest.tsv)", add_harvest, run_harvest),
     "prepare": ("corpus -> Whisper features on disk", add_prepare, run_prepare),
     "train": ("fine-tune on prepared features", add_train, run_train),
     "evaluate": ("WER/CER of one or more models on a test split", add_evaluate, run_evaluate),
     "demo": ("the main job: synthetic Galician corpus, WER before/after fine-tuning, report", add_demo, run_demo),
     "transcribe": ("transcribe audio/video files and URLs", add_transcribe, run_transcribe),
-    "app": ("serve the web app (microphone, YouTube/URL, audio file)", add_app, run_app),
+    "app": ("serve the web app (microphone, live, YouTube/URL, audio file)", add_app, run_app),
+    "push": ("upload a run (best/ and best-ct2/, with its model card) to the Hugging Face hub", add_push, run_push),
 }
 
 

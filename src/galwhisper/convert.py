@@ -19,6 +19,7 @@ from galwhisper.errors import GalwhisperError, one_line
 from galwhisper.files import atomic_dir, write_json_atomic
 
 EOT, SOT = "<|endoftext|>", "<|startoftranscript|>"
+TRAINED_FILE = "galwhisper.json"  # how galwhisper trained a model (e.g. with timestamps); travels with it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,7 +280,8 @@ def export_ct2(source: Path | str, out_dir: Path, quantization: str = "float16")
 
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        files = [f for f in ("tokenizer.json", "preprocessor_config.json") if isinstance(source, Path) and (source / f).is_file()]
+        files = [f for f in ("tokenizer.json", "preprocessor_config.json", TRAINED_FILE)
+                 if isinstance(source, Path) and (source / f).is_file()]
         try:
             converter = ctranslate2.converters.TransformersConverter(str(source), copy_files=files or None)
             converter.convert(str(tmp), quantization=quantization, force=True)

@@ -13,8 +13,10 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from galwhisper import options, plots
 from galwhisper.errors import GalwhisperError, one_line
@@ -38,101 +40,160 @@ class DemoConfig:
     extra_eval_splits: tuple[str, ...] = ()  # e.g. ("train",) to check memorisation
     fresh: bool = False
     seed: int = 0
+    pack: bool = True  # pack the training clips into 30-s windows with their times (see prepare.py)
+    pack_min_seconds: float = 20.0  # fuller windows: more speech per training step
+    pack_singles: float = 0.1
+    cache_encoder_layers: int | None = None  # with a cached-encoder preset: the bottom layers cached
+    # The whole demo's wall time: fine-tuning gets what the stages before it leave, minus the final
+    # evaluation's time (measured by the zero-shot one). Unless max_steps or max_minutes is given.
+    minutes: float = 9.5
 
     def __post_init__(self):
         object.__setattr__(self, "out", Path(self.out))
         for name in ("n_train", "n_validation", "n_test"):
             options.whole(name, getattr(self, name), optional=True)
+        options.number("minutes", self.minutes)
         make_config(self.preset, **self.train_overrides)  # bad overrides are refused before any work
 
 
+class StageClock:
+    """Wall time of each stage, in order, as the report and demo.json give them."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._started = time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        print(f"\n=== demo: {name} ===", flush=True)
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - started, 1)
+
+    @property
+    def total(self) -> float:
+        return round(time.perf_counter() - self._started, 1)
+
+
 def run_demo(config: DemoConfig) -> dict:
-    started = time.perf_counter()
     out = Path(config.out)
     if config.fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-
-    def stage(name: str):
-        print(f"\n=== demo: {name} ===", flush=True)
-        timings[name] = time.perf_counter()
-
-    def done(name: str):
-        timings[name] = round(time.perf_counter() - timings[name], 1)
-
+    clock = StageClock()
     train_config = make_config(config.preset, **config.train_overrides)
-    cached = train_config.mode == "cached-encoder"
 
-    stage("corpus + features")
-    synthetic = SyntheticConfig(out_dir=out / "corpus", n_train=config.n_train, n_validation=config.n_validation,
-                                n_test=config.n_test, seed=config.seed)
-    features_dir = out / "features"
-    prepared = prepare(PrepareConfig(source=f"synthetic:{synthetic.out_dir}", out_dir=features_dir,
-                                     model=train_config.model, synthetic=synthetic, cache_encoder=cached))
-    done("corpus + features")
+    with clock.stage("corpus + features"):
+        synthetic = SyntheticConfig(out_dir=out / "corpus", n_train=config.n_train, n_validation=config.n_validation,
+                                    n_test=config.n_test, seed=config.seed)
+        features_dir = out / "features"
+        prepared = prepare(PrepareConfig(
+            source=f"synthetic:{synthetic.out_dir}", out_dir=features_dir, model=train_config.model, synthetic=synthetic,
+            cache_encoder=train_config.mode == "cached-encoder", cache_encoder_layers=config.cache_encoder_layers,
+            pack=config.pack, pack_min_seconds=config.pack_min_seconds, pack_singles=config.pack_singles,
+        ))  # fmt: skip
 
     splits = TEST_SPLITS + tuple(config.extra_eval_splits)
-    stage("zero-shot evaluation")
-    before = {s: _evaluate_or_reuse(train_config.model, features_dir, s, out / "eval" / f"zero-shot-{s}") for s in splits}
-    done("zero-shot evaluation")
+    with clock.stage("zero-shot evaluation"):
+        before = {s: _evaluate_or_reuse(train_config.model, features_dir, s, out / "eval" / f"zero-shot-{s}") for s in splits}
 
-    stage("fine-tuning")
-    run_dir = out / "run"
-    train_config = dataclasses.replace(train_config, features=str(features_dir), out=str(run_dir))
-    summary = _train_or_reuse(train_config, run_dir, config.fresh)
-    done("fine-tuning")
+    with clock.stage("fine-tuning"):
+        run_dir = out / "run"
+        train_config = dataclasses.replace(train_config, features=str(features_dir), out=str(run_dir))
+        summary = _train_or_reuse(train_config, run_dir, config.fresh, lambda: training_minutes(config, clock))
 
-    stage("evaluation of the fine-tuned model")
     tuned = str(run_dir / "best-ct2")
-    after = {}
-    for s in splits:
-        after[s] = _evaluate_or_reuse(tuned, features_dir, s, out / "eval" / f"fine-tuned-{s}")
-    _side_by_side_plots(before, after, out)
-    done("evaluation of the fine-tuned model")
+    with clock.stage("evaluation of the fine-tuned model"):
+        # The transformers folder: what the torch engine loads as it is (CTranslate2 exports it once).
+        after = {s: _evaluate_or_reuse(str(run_dir / "best"), features_dir, s, out / "eval" / f"fine-tuned-{s}") for s in splits}
+        _side_by_side_plots(before, after, out)
 
-    stage("transcribe with the exported model")
-    clip = _first_test_clip(out / "corpus")
-    proc = subprocess.run([sys.executable, "-m", "galwhisper.cli", "transcribe", str(clip["path"]), "--model", tuned],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise GalwhisperError(f"demo: galwhisper transcribe of {clip['path']} failed ({one_line(proc.stderr or proc.returncode)})")
-    transcript = proc.stdout.strip()
-    done("transcribe with the exported model")
+    with clock.stage("transcribe with the exported model"):
+        clip = _first_test_clip(out / "corpus")
+        proc = subprocess.run([sys.executable, "-m", "galwhisper.cli", "transcribe", str(clip["path"]), "--model", tuned],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise GalwhisperError(f"demo: galwhisper transcribe of {clip['path']} failed ({one_line(proc.stderr or proc.returncode)})")
+        transcript = proc.stdout.strip()
 
-    total = round(time.perf_counter() - started, 1)
     report = {
         "synthetic": True,
+        "machine": machine(),
         "prepared": prepared["splits"],
         "before": {s: r.to_dict() for s, r in before.items()},
         "after": {s: r.to_dict() for s, r in after.items()},
         "train": summary,
         "transcribe_example": {"clip": str(clip["path"]), "reference": clip["sentence"], "hypothesis": transcript},
-        "timings_seconds": timings,
-        "total_seconds": total,
+        "timings_seconds": clock.seconds,
+        "total_seconds": clock.total,
     }
     write_json_atomic(out / "report.json", report)
+    write_json_atomic(out / "demo.json", demo_summary(report, out, run_dir))
     write_text_atomic(out / "report.md", render_report(report, before, after, run_dir, tuned))
     print_summary(report, out)
     return report
 
 
-def _train_or_reuse(train_config, run_dir: Path, fresh: bool) -> dict:
-    """Reuse a finished run with the same training settings; else train from scratch."""
+def demo_summary(report: dict, out: Path, run_dir: Path) -> dict:
+    """demo.json, for scripts: WER/CER per split before and after, stage times, where things are."""
+    rates = ("wer", "cer", "wer_raw", "cer_raw", "utterances")
+    return {
+        "synthetic": True,
+        "machine": report["machine"],
+        "splits": {s: {"before": {k: report["before"][s][k] for k in rates}, "after": {k: report["after"][s][k] for k in rates}}
+                   for s in report["before"]},
+        "stage_seconds": report["timings_seconds"],
+        "total_seconds": report["total_seconds"],
+        "train": {k: report["train"].get(k) for k in ("steps", "best_step", "best_wer", "train_seconds", "precision", "timestamps")},
+        "paths": {"report": str(out / "report.md"), "model_ct2": str(run_dir / "best-ct2"), "model_transformers": str(run_dir / "best"),
+                  "features": str(out / "features"), "corpus": str(out / "corpus")},
+    }
+
+
+def machine() -> str:
+    """The CPU, named as in /proc/cpuinfo, and its cores (every timing is for this machine)."""
+    import os
+
+    name = ""
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} cores, {name or 'unknown CPU'}"
+
+
+def training_minutes(config: DemoConfig, clock: StageClock) -> float | None:
+    """The fine-tuning's time budget, from what this machine measured so far: the demo's minutes
+    minus the stages done, minus the final evaluation (as long as the zero-shot one took, the same
+    clips) and the training's own evaluation, checkpoint and export. None when the steps are given."""
+    if {"max_steps", "max_minutes"} & set(config.train_overrides) or make_config(config.preset).max_minutes is None:
+        return None
+    evaluation = clock.seconds.get("zero-shot evaluation", 60.0)
+    left = config.minutes * 60 - clock.total - 1.25 * evaluation - 60
+    return round(max(1.0, left / 60), 2)
+
+
+def _train_or_reuse(train_config, run_dir: Path, fresh: bool, budget) -> dict:
+    """Reuse a finished run with the same training settings (its time budget aside: that depends
+    on how fast the stages before it ran); else train from scratch, within `budget()` minutes."""
     previous = run_dir / "train.json"
+    settings = lambda config: {k: v for k, v in json.loads(json.dumps(config, default=str)).items() if k != "max_minutes"}  # noqa: E731
     if not fresh and previous.is_file() and (run_dir / "best-ct2" / "model.bin").is_file():
         summary = json.loads(previous.read_text())
-        if summary.get("config") == json.loads(json.dumps(dataclasses.asdict(train_config), default=str)):
+        if settings(summary.get("config", {})) == settings(dataclasses.asdict(train_config)):
             print(f"demo: reusing the finished training in {run_dir} (same settings; --fresh to redo)")
             return summary
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    return train(train_config)
+    minutes = budget()
+    if minutes is not None:
+        print(f"demo: fine-tuning gets {minutes:g} minutes of training steps: what the demo's time has left")
+    return train(dataclasses.replace(train_config, max_minutes=minutes) if minutes is not None else train_config)
 
 
 def _evaluate_or_reuse(spec: str, features_dir: Path, split: str, out: Path) -> ModelResult:
     """Evaluate, or reuse the results of the same model on the same prepared split."""
-    model_files = [p for p in (Path(spec) / "model.bin",) if p.is_file()]
+    model_files = [p for p in (Path(spec) / "model.bin", Path(spec) / "model.safetensors") if p.is_file()]
     key = {
         "model": spec,
         "model_mtime": [p.stat().st_mtime_ns for p in model_files],
@@ -174,7 +235,7 @@ def render_report(report: dict, before: dict[str, ModelResult], after: dict[str,
     history = (run_dir / "history.md").read_text() if (run_dir / "history.md").is_file() else "(no history)"
     splits = ", ".join(f"{k}: {v['clips']} clips ({v['seconds'] / 60:.1f} min)" for k, v in report["prepared"].items())
     example = report["transcribe_example"]
-    timings = ", ".join(f"{k} {v:.0f} s" for k, v in report["timings_seconds"].items())
+    timings = "\n".join(f"| {k} | {v:.0f} |" for k, v in report["timings_seconds"].items())
     return f"""# galwhisper demo report
 
 **The data is synthetic.** Every clip is an original Galician sentence from galwhisper's built-in
@@ -222,7 +283,12 @@ galwhisper transcribe my_recording.wav --model {tuned}
 galwhisper app --model {tuned} base      # http://127.0.0.1:7860
 ```
 
-Stage times: {timings}; total {report['total_seconds']:.0f} s.
+## Stage times ({report['machine']})
+
+| stage | seconds |
+|---|---:|
+{timings}
+| **total** | **{report['total_seconds']:.0f}** |
 """
 
 

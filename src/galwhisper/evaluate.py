@@ -32,6 +32,9 @@ from galwhisper.languages import DEFAULT_LANGUAGE, language_code
 from galwhisper.prepare import TASKS, PrepareConfig, check_compatible, load_prepared, load_split, prepare
 
 
+ENGINES = ("auto", "ct2", "torch")
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     models: tuple[str, ...]
@@ -44,8 +47,10 @@ class EvaluateConfig:
     beam_size: int = 1
     batch_size: int = 16
     max_new_tokens: int = features.MAX_NEW_TOKENS  # upper cap; features.token_budget cuts loops by clip length
-    compute_type: str = "int8"
+    compute_type: str = "int8"  # ct2 engine
+    engine: str = "auto"  # ct2 | torch | auto: torch in bf16 where the hardware has bf16, else ct2
     max_utterances: int | None = None
+    card: str | None = None  # a run folder whose model card gets these results
 
     def __post_init__(self):
         object.__setattr__(self, "models", tuple(self.models or ()))
@@ -58,6 +63,7 @@ class EvaluateConfig:
         options.whole("batch_size", self.batch_size, maximum=1024)
         options.whole("max_new_tokens", self.max_new_tokens, maximum=features.MAX_NEW_TOKENS)
         options.one_of("compute_type", self.compute_type, models.COMPUTE_TYPES)
+        options.one_of("engine", self.engine, ENGINES)
         options.whole("max_utterances", self.max_utterances, optional=True)
 
 
@@ -100,8 +106,23 @@ def prepared_folder(data: str, model: str = models.DEFAULT_MODEL, language: str 
     return folder
 
 
+def choose_engine(engine: str) -> str:
+    """auto: transformers in bf16 where the hardware runs bf16 (a 30-s window's encoder: 0.42 s
+    against CTranslate2 int8's 0.60 s on an AMD EPYC with avx512_bf16, 0.19 s against 0.6 s on an
+    Intel Xeon with AMX; benchmarks/eval_speed.py), else CTranslate2 int8."""
+    if engine != "auto":
+        return engine
+    return "torch" if models.bf16_available() else "ct2"
+
+
 def transcribe_prepared(spec: str, dataset, config: EvaluateConfig) -> tuple[list[str], float]:
-    """Greedy/beam decoding of prepared features with CTranslate2, batched."""
+    """Greedy/beam decoding of prepared features with the chosen engine, batched; (texts, seconds)."""
+    if choose_engine(config.engine) == "torch":
+        return _transcribe_torch(spec, dataset, config)
+    return _transcribe_ct2(spec, dataset, config)
+
+
+def _transcribe_ct2(spec: str, dataset, config: EvaluateConfig) -> tuple[list[str], float]:
     import ctranslate2
     from faster_whisper.tokenizer import Tokenizer
 
@@ -120,12 +141,54 @@ def transcribe_prepared(spec: str, dataset, config: EvaluateConfig) -> tuple[lis
     return texts, time.perf_counter() - started
 
 
+def _transcribe_torch(spec: str, dataset, config: EvaluateConfig) -> tuple[list[str], float]:
+    import torch
+
+    model, processor = models.load_hf(spec)
+    model.to(models.torch_device())
+    model.generation_config.forced_decoder_ids = None
+    dtype = torch.bfloat16 if models.bf16_available() else None
+    started = time.perf_counter()
+    texts = generate_texts(model, processor.tokenizer, dataset, config.language, config.task, config.batch_size,
+                           config.max_new_tokens, dtype, config.beam_size)
+    return texts, time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding prepared features: CTranslate2, or transformers' generate (validation during training too)
+
+
+def generate_texts(model, tokenizer, dataset, language: str, task: str, batch_size: int = 16,
+                   max_new_tokens: int = 128, autocast_dtype=None, beam_size: int = 1) -> list[str]:
+    import torch
+
+    model.eval()
+    device = next(model.parameters()).device
+    texts: list[str] = []
+    for start in range(0, len(dataset), batch_size):
+        batch = dataset[start : start + batch_size]
+        mels = [np.asarray(m, dtype=np.float32).T for m in batch["input_features"]]
+        inputs = torch.from_numpy(features.stack_inputs(mels)).to(device)
+        budget = features.token_budget(float(np.max(batch["seconds"])), max_new_tokens)
+        with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                                    enabled=autocast_dtype is not None):
+            # use_cache: training switches the KV cache off, and without it every decoding step
+            # re-ran the encoder (~10x slower evaluations).
+            ids = model.generate(input_features=inputs, language=language, task=task, num_beams=beam_size,
+                                 max_new_tokens=budget, use_cache=True)
+        texts += tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return [t.strip() for t in texts]
+
+
+
 def evaluate(config: EvaluateConfig, progress: bool = True) -> list[ModelResult]:
     # Where results go is checked before any work, so a late failure loses nothing.
     if config.out:
         check_output_dir(config.out, "--out")
     if config.json_path:
         check_output_file(config.json_path, "--json")
+    if config.card and not (Path(config.card) / "train.json").is_file():
+        raise GalwhisperError(f"--card {config.card}: not a finished galwhisper run (no train.json)")
     specs = [models.resolve(spec) for spec in config.models]  # a bad --model fails before any work
     folder = prepared_folder(config.data, config.models[0], config.language)
     prepared = load_prepared(folder)
@@ -149,6 +212,10 @@ def evaluate(config: EvaluateConfig, progress: bool = True) -> list[ModelResult]
         write_reports(results, references, [str(i) for i in dataset["id"]], config, prepared, split)
     if config.json_path:
         write_json_atomic(Path(config.json_path), to_json(results, config, prepared, split))
+    if config.card:
+        from galwhisper.card import add_test_results
+
+        add_test_results(Path(config.card), results, config.data, split)
     return results
 
 

@@ -79,22 +79,43 @@ def token_id(tokenizer, token: str) -> int:
     return int(found)
 
 
-def prompt_ids(tokenizer, language: str | None, task: str = "transcribe") -> list[int]:
-    """<|startoftranscript|><|lang|><|task|><|notimestamps|> as ids."""
+def prompt_ids(tokenizer, language: str | None, task: str = "transcribe", timestamps: bool = False) -> list[int]:
+    """<|startoftranscript|><|lang|><|task|>, then <|notimestamps|> unless the text is timed."""
     tokens = ["<|startoftranscript|>"]
     if language:
         tokens.append(f"<|{language}|>")
-    tokens += [f"<|{task}|>", "<|notimestamps|>"]
+    tokens.append(f"<|{task}|>")
+    if not timestamps:
+        tokens.append("<|notimestamps|>")
     return [token_id(tokenizer, token) for token in tokens]
 
 
-def label_ids(tokenizer, text: str, language: str | None, task: str = "transcribe") -> list[int]:
-    """Full decoder sequence: prompt + text tokens + <|endoftext|>.
+def _text_ids(tokenizer, text: str) -> list[int]:
+    # A leading space, as Whisper itself emits the first word (" Bo día").
+    return tokenizer.encode(" " + text.strip(), add_special_tokens=False)
 
-    The text gets a leading space, as Whisper itself emits the first word (" Bo día").
-    """
-    text_ids = tokenizer.encode(" " + text.strip(), add_special_tokens=False)
-    return prompt_ids(tokenizer, language, task) + text_ids + [tokenizer.eos_token_id]
+
+def label_ids(tokenizer, text: str, language: str | None, task: str = "transcribe") -> list[int]:
+    """Full decoder sequence without times: prompt + text tokens + <|endoftext|>."""
+    return prompt_ids(tokenizer, language, task) + _text_ids(tokenizer, text) + [tokenizer.eos_token_id]
+
+
+TIME_PRECISION = 0.02  # seconds per timestamp token, <|0.00|> .. <|30.00|>
+
+
+def timestamp_token(seconds: float) -> str:
+    steps = round(min(max(seconds, 0.0), MAX_SECONDS) / TIME_PRECISION)
+    return f"<|{steps * TIME_PRECISION:.2f}|>"
+
+
+def timed_label_ids(tokenizer, segments, language: str | None, task: str = "transcribe") -> list[int]:
+    """Full decoder sequence with times, as Whisper was trained on 30-s windows: prompt, then per
+    segment <|start|> text <|end|>, then <|endoftext|>. segments: (start, end, text) in seconds
+    from the window's start."""
+    ids = prompt_ids(tokenizer, language, task, timestamps=True)
+    for start, end, text in segments:
+        ids += [token_id(tokenizer, timestamp_token(start)), *_text_ids(tokenizer, text), token_id(tokenizer, timestamp_token(end))]
+    return ids + [tokenizer.eos_token_id]
 
 
 # Speech carries at most ~4 words (~8 tokens) a second. A hypothesis far longer than that is a
@@ -106,3 +127,22 @@ TOKENS_PER_SECOND = 8
 def token_budget(seconds: float, cap: int = MAX_NEW_TOKENS) -> int:
     """How many tokens a clip of `seconds` may produce before decoding is cut off."""
     return max(16, min(cap, int(TOKENS_PER_SECOND * seconds) + 16))
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder states, for caching the bottom of a frozen encoder
+
+
+def encoder_states(encoder, input_features, layers: int):
+    """The hidden state of a transformers WhisperEncoder after its bottom `layers` layers,
+    (batch, 1500, d_model), as WhisperEncoder.forward computes it (no dropout: frozen and
+    evaluated once). With all layers, the final layer norm is not applied here either: the
+    model applies it (and any layers above the cache) when it trains from these states."""
+    import torch
+
+    hidden = torch.nn.functional.gelu(encoder.conv1(input_features))
+    hidden = torch.nn.functional.gelu(encoder.conv2(hidden)).permute(0, 2, 1)
+    hidden = hidden + encoder.embed_positions.weight[: hidden.shape[1]]
+    for layer in encoder.layers[:layers]:
+        hidden = layer(hidden, None)
+    return hidden

@@ -87,6 +87,19 @@ def is_url(text: object) -> bool:
     return isinstance(text, str) and bool(_URL_RE.match(text.strip()))
 
 
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether the host of `url` answers a TCP connection now (a quick way to say "offline" in one
+    line before a library retries for half a minute). Behind a proxy, the proxy decides: True."""
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), timeout=timeout).close()
+    except (OSError, TypeError):
+        return False
+    return True
+
+
 def check_url(url: str, allow_private: bool = False) -> None:
     """Raise GalwhisperError unless `url` is an http(s) URL with a host that may be fetched.
 
@@ -411,6 +424,95 @@ def _check_info(url: str, info: dict, limits: DownloadLimits) -> str:
     if size and size > limits.max_bytes:
         raise GalwhisperError(_over_size(url, limits))
     return str(info.get("title") or "").strip() or Path(urlsplit(url).path).stem or "audio"
+
+
+# --- pages, playlists and small files (galwhisper harvest) -----------------------------------
+
+SMALL_FILE_BYTES = 20_000_000  # a subtitle track or a web page; real ones are well under 1 MB
+
+
+def extract_info(url: str, limits: Optional[DownloadLimits] = None, max_entries: Optional[int] = None) -> dict:
+    """yt-dlp's metadata for `url` (a video, a page, a playlist or a channel), downloading no media.
+
+    Playlist and channel entries are listed flat, the first `max_entries` only, and not resolved:
+    pass an entry's `url` to this function again. The same policy, wall-time cap and one-line
+    errors as download_audio."""
+    limits = limits or DownloadLimits()
+    url = url.strip()
+    check_url(url, limits.allow_private_urls)
+
+    def work() -> dict:
+        from yt_dlp.utils import YoutubeDLError
+
+        params = {
+            "quiet": True, "noprogress": True, "no_warnings": True, "color": "no_color",
+            "logger": _QuietLogger(), "extract_flat": "in_playlist",
+            "socket_timeout": min(SOCKET_TIMEOUT, limits.download_timeout), "retries": 3,
+        }  # fmt: skip
+        if max_entries is not None:
+            params["playlistend"] = max_entries
+        try:
+            with GuardedYoutubeDL(params, allow_private=limits.allow_private_urls) as ydl:
+                info = ydl.extract_info(url, download=False)
+        except YoutubeDLError as exc:
+            raise GalwhisperError(_refusal_in(exc) or _error_message(url, str(exc))) from None
+        if not info:
+            raise GalwhisperError(f"{url}: no audio or video found")
+        return ydl.sanitize_info(info)
+
+    return _guarded_call(url, limits, work)
+
+
+def fetch_bytes(url: str, limits: Optional[DownloadLimits] = None, max_bytes: int = SMALL_FILE_BYTES) -> bytes:
+    """The body of a small file at `url` (a subtitle track, a page), fetched through the same
+    guarded request path as every download, with one-line errors naming the URL."""
+    limits = limits or DownloadLimits()
+    url = url.strip()
+    check_url(url, limits.allow_private_urls)
+
+    def work() -> bytes:
+        from yt_dlp.networking import Request
+
+        params = {"quiet": True, "no_warnings": True, "logger": _QuietLogger(),
+                  "socket_timeout": min(SOCKET_TIMEOUT, limits.download_timeout)}
+        try:
+            with GuardedYoutubeDL(params, allow_private=limits.allow_private_urls) as ydl:
+                with ydl.urlopen(Request(url)) as response:
+                    body = response.read(max_bytes + 1)
+        except RequestError as exc:
+            raise GalwhisperError(_refusal_in(exc) or _error_message(url, str(exc))) from None
+        if len(body) > max_bytes:
+            raise GalwhisperError(f"{url}: file is larger than the {_format_bytes(max_bytes)} size limit")
+        return body
+
+    return _guarded_call(url, limits, work)
+
+
+def _guarded_call(url: str, limits: DownloadLimits, work):
+    """`work()` in a thread of its own, under the connect-time policy and the wall-time cap
+    (a server that hangs during page extraction runs no hook that could stop it)."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            with _public_only(url, not limits.allow_private_urls):
+                try:
+                    outcome["value"] = work()
+                except GalwhisperError:
+                    if getattr(_POLICY, "refused", None):  # the connect-time check fired: say that
+                        raise GalwhisperError(_POLICY.refused) from None
+                    raise
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="galwhisper-fetch", daemon=True)
+    thread.start()
+    thread.join(limits.download_timeout)
+    if thread.is_alive():  # the daemon thread ends with its socket timeout; nothing was written
+        raise GalwhisperError(_timed_out(url, limits))
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 # --- ffmpeg ---------------------------------------------------------------------------------

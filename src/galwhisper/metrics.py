@@ -74,3 +74,20 @@ def utterance_errors(reference: str, hypothesis: str) -> tuple[int, int]:
         return len(hyp.split()), 0
     out = jiwer.process_words(ref, hyp)
     return out.substitutions + out.deletions + out.insertions, len(ref.split())
+
+
+def segment_start_errors(reference: list[tuple[float, float, str]], hypothesis: list[tuple[float, float, str]],
+                         window: float = 3.0) -> list[float]:
+    """For each reference segment (start, end, text), how far (seconds) the start of the
+    hypothesis segment that best matches its text (lowest CER, among those within `window`
+    seconds of it) is from the true start. A reference with no hypothesis near it counts as
+    `window`. Two sentences merged into one hypothesis segment cost the second its start."""
+    errors = []
+    for start, end, text in reference:
+        near = [h for h in hypothesis if h[1] >= start - window and h[0] <= end + window and normalize(h[2])]
+        if not near or not normalize(text):
+            errors.append(window)
+            continue
+        best = min(near, key=lambda h: (jiwer.cer(normalize(text), normalize(h[2])), abs(h[0] - start)))
+        errors.append(min(abs(best[0] - start), window))
+    return errors

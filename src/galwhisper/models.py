@@ -125,6 +125,22 @@ def _read_config(path: Path) -> dict:
     return config
 
 
+TRAINED_FILE = convert.TRAINED_FILE
+
+
+def trained_info(spec: str | None) -> dict:
+    """What galwhisper recorded about how a model was trained ({} for models it did not train)."""
+    ref = resolve(spec)
+    path = ref.path / TRAINED_FILE if ref.path is not None else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def hf_dir(spec: str | None) -> Path | str:
     """A folder (or, online, a hub id) that transformers' from_pretrained loads."""
     ref = resolve(spec)
@@ -179,6 +195,33 @@ def load_hf(spec: str | None, dtype=None):
             raise convert.hub_error(source, exc) from None
         raise GalwhisperError(f"{source}: cannot load transformers model ({one_line(exc)})") from None
     return model, processor
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU reports bf16 instructions (AMX or AVX512-BF16)."""
+    import re
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    return bool(re.search(r"\b(amx_bf16|avx512_bf16)\b", cpuinfo))
+
+
+def torch_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def bf16_available() -> bool:
+    """Whether torch runs bf16 fast here: a CUDA GPU with bf16, or a CPU with bf16 instructions."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_bf16()
 
 
 def ct2_device() -> str:

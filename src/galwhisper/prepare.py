@@ -3,9 +3,17 @@
 Layout of a prepared folder:
     prepare.json        model, feature settings, counts per split, every skipped clip and why
     SPLIT/              a `datasets` folder (save_to_disk) with columns
-                        id, sentence, seconds, input_features (frames x n_mels, float16,
-                        unpadded: see features.py), labels (token ids), and with
-                        --cache-encoder also encoder_outputs (1500 x d_model, float16)
+                        id, sentence, seconds, clips (how many source clips the example
+                        holds), input_features (frames x n_mels, float16, unpadded: see
+                        features.py), labels (token ids, <|notimestamps|>), timed_labels
+                        (the same text with timestamp tokens, where the source knows when
+                        it is spoken; else empty), and with --cache-encoder also
+                        encoder_hidden (1500 x d_model, float16: the encoder's state after
+                        its bottom --cache-encoder-layers layers)
+
+With --pack, the train split holds 30-s windows packed with several clips (pauses between
+them, their times known), as Whisper was pre-trained, plus a share of the single clips: each
+training step then pays the encoder's 30-s input for many seconds of speech, not ~4.
 
 Each split is written into a temp folder and renamed into place with a marker that records
 the settings and a digest of the split's rows (ids, sentences, and each audio file's size and
@@ -25,25 +33,28 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from galwhisper import features, models, options
 from galwhisper.audio import SAMPLE_RATE, load_audio
+from galwhisper.commonvoice import CV_TRAIN
 from galwhisper.data import Row, iter_rows, parse_source
 from galwhisper.errors import GalwhisperError, bars_disabled
 from galwhisper.files import check_name, check_output_dir, inside, read_json, write_json_atomic
 from galwhisper.languages import DEFAULT_LANGUAGE, language_code
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MARKER = "galwhisper-split.json"
 TASKS = ("transcribe", "translate")
+CACHED_SPLITS = ("train", "validation")  # what cached-encoder training reads; tests are decoded from mels
 
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    source: str
+    source: str | tuple[str, ...]  # one source, or several whose splits are merged
     out_dir: Path
     model: str = models.DEFAULT_MODEL
     language: str = DEFAULT_LANGUAGE
@@ -55,13 +66,26 @@ class PrepareConfig:
     max_label_tokens: int = features.MAX_TARGET_TOKENS
     num_proc: int = 2
     cache_encoder: bool = False
+    cache_encoder_layers: int | None = None  # None: all (the encoder's output); K: the bottom K
+    pack: bool = False  # the train split: pack clips into windows of up to pack_seconds
+    pack_seconds: float = 28.0  # a window's length is drawn from [pack_min_seconds, this]
+    pack_min_seconds: float = 10.0
+    pack_singles: float = 0.25  # share of single clips kept beside the packed windows
+    seed: int = 0
     audio_column: str = "audio"  # hf: sources
     text_column: str | None = None
     streaming: bool = False
+    cv_train: str = "train"  # Common Voice: "validated" trains on validated.tsv minus dev and test
+    max_per_source: int | None = None  # take at most N rows of each split from each source
     synthetic: object | None = field(default=None, repr=False)  # a SyntheticConfig for `synthetic`
 
     def __post_init__(self):
-        parse_source(self.source)  # a malformed source is refused here, before any work
+        sources = (self.source,) if isinstance(self.source, str) else tuple(self.source or ())
+        if not sources:
+            raise GalwhisperError("prepare: give at least one --source")
+        for spec in sources:
+            parse_source(spec)  # a malformed source is refused here, before any work
+        object.__setattr__(self, "source", sources)
         object.__setattr__(self, "out_dir", Path(self.out_dir))
         object.__setattr__(self, "language", language_code(self.language))
         options.one_of("task", self.task, TASKS)
@@ -74,6 +98,19 @@ class PrepareConfig:
             raise options.refuse("min_seconds", self.min_seconds, f"must be below --max-seconds {self.max_seconds:g}")
         options.whole("max_label_tokens", self.max_label_tokens, minimum=8, maximum=features.MAX_TARGET_TOKENS)
         options.whole("num_proc", self.num_proc, maximum=64)
+        options.whole("cache_encoder_layers", self.cache_encoder_layers, optional=True)
+        if self.cache_encoder_layers is not None and not self.cache_encoder:
+            object.__setattr__(self, "cache_encoder", True)  # giving the layers asks for the cache
+        options.number("pack_seconds", self.pack_seconds, maximum=features.MAX_SECONDS - 1)
+        options.number("pack_min_seconds", self.pack_min_seconds, maximum=self.pack_seconds)
+        options.number("pack_singles", self.pack_singles, strict=False, maximum=1.0)
+        options.whole("seed", self.seed, minimum=0)
+        options.one_of("cv_train", self.cv_train, CV_TRAIN)
+        options.whole("max_per_source", self.max_per_source, optional=True)
+
+    @property
+    def label(self) -> str:
+        return ", ".join(self.source)
 
     def key(self, model_info: dict) -> dict:
         """Everything the prepared features depend on (not where they go or how fast)."""
@@ -91,6 +128,8 @@ class SplitReport:
     seconds: float = 0.0
     skipped: list[dict] = field(default_factory=list)
     reused: bool = False
+    examples: int = 0  # rows in the saved split: packed windows + single clips
+    kept_by_source: dict[str, int] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,6 +155,7 @@ def model_info(spec: str) -> dict:
         "spec": spec,
         "n_mels": config["num_mel_bins"],
         "d_model": config["d_model"],
+        "encoder_layers": config["encoder_layers"],
         "vocab_sha256": hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16],
     }
 
@@ -125,14 +165,14 @@ def _is_timestamp(token: str) -> bool:
 
 
 def prepare(config: PrepareConfig, progress: bool = True) -> dict:
-    """Prepare every split of config.source into config.out_dir; return the prepare.json data."""
+    """Prepare every split of the sources into config.out_dir; return the prepare.json data."""
     out = check_output_dir(config.out_dir, "--out")
     started = time.perf_counter()
     info = model_info(config.model)
     key = config.key(info)
     rows_by_split = _rows_by_split(config)
     if not rows_by_split:
-        raise GalwhisperError(f"{config.source}: no rows found" + (f" for splits {list(config.splits)}" if config.splits else ""))
+        raise GalwhisperError(f"{config.label}: no rows found" + (f" for splits {list(config.splits)}" if config.splits else ""))
 
     keys = {split: {**key, "rows_sha256": _rows_digest(rows)} for split, rows in rows_by_split.items()}
     reports = {split: _reuse(out / split, keys[split]) for split in rows_by_split}
@@ -150,14 +190,18 @@ def prepare(config: PrepareConfig, progress: bool = True) -> dict:
 
     if sum(r.kept for r in reports) == 0:
         reasons = sorted({s["reason"] for r in reports for s in r.skipped})
-        raise GalwhisperError(f"{config.source}: no usable clips left after filtering ({'; '.join(reasons)[:200]})")
+        raise GalwhisperError(f"{config.label}: no usable clips left after filtering ({'; '.join(reasons)[:200]})")
     summary = {
         **key,
-        "source": config.source,
+        "source": config.label,
+        "sources": _per_source(config, reports),
         "language": config.language,
         "task": config.task,
         "cache_encoder": config.cache_encoder,
-        "splits": {r.split: {"clips": r.kept, "seconds": round(r.seconds, 2), "skipped": len(r.skipped)} for r in reports},
+        "cache_encoder_layers": cached_layers(config, info) if config.cache_encoder else None,
+        "pack": config.pack,
+        "splits": {r.split: {"clips": r.kept, "seconds": round(r.seconds, 2), "skipped": len(r.skipped),
+                             "examples": r.examples} for r in reports},
         "skipped": [s for r in reports for s in r.skipped],
         "elapsed_seconds": round(time.perf_counter() - started, 2),
     }
@@ -166,22 +210,47 @@ def prepare(config: PrepareConfig, progress: bool = True) -> dict:
 
 
 def _rows_by_split(config: PrepareConfig) -> dict[str, list[Row]]:
-    """The source's rows grouped by split, each split name checked before it becomes a folder."""
+    """The sources' rows merged by split, each split name checked before it becomes a folder.
+    With several sources, ids are prefixed by the source's number (1:..., 2:...) to stay unique."""
     rows_by_split: dict[str, list[Row]] = {}
-    for row in iter_rows(
-        parse_source(config.source),
-        config.splits,
-        audio_column=config.audio_column,
-        text_column=config.text_column,
-        streaming=config.streaming,
-        synthetic_config=config.synthetic,
-    ):
-        if row.split not in rows_by_split:
-            check_name(row.split, f"{config.source}: split")
-        rows_by_split.setdefault(row.split, []).append(row)
+    for number, spec in enumerate(config.source, start=1):
+        taken: dict[str, int] = {}
+        for row in iter_rows(
+            parse_source(spec),
+            config.splits,
+            audio_column=config.audio_column,
+            text_column=config.text_column,
+            streaming=config.streaming,
+            synthetic_config=config.synthetic,
+            cv_train=config.cv_train,
+            language=config.language,
+        ):
+            if config.max_per_source and taken.get(row.split, 0) >= config.max_per_source:
+                continue
+            taken[row.split] = taken.get(row.split, 0) + 1
+            if row.split not in rows_by_split:
+                check_name(row.split, f"{spec}: split")
+            row.source = spec
+            if len(config.source) > 1:
+                row.id = f"{number}:{row.id}"
+            rows_by_split.setdefault(row.split, []).append(row)
     if config.max_per_split:
         rows_by_split = {split: rows[: config.max_per_split] for split, rows in rows_by_split.items()}
     return rows_by_split
+
+
+def _per_source(config: PrepareConfig, reports: list[SplitReport]) -> list[dict]:
+    """Counts of kept and skipped clips per source and split, for prepare.json."""
+    summary = []
+    for spec in config.source:
+        splits = {}
+        for report in reports:
+            kept = report.kept_by_source.get(spec, 0)
+            skipped = sum(1 for s in report.skipped if s.get("source") == spec)
+            if kept or skipped:
+                splits[report.split] = {"clips": kept, "skipped": skipped}
+        summary.append({"source": spec, "splits": splits})
+    return summary
 
 
 def _rows_digest(rows: list[Row]) -> str:
@@ -247,18 +316,16 @@ def _reuse(folder: Path, key: dict) -> SplitReport | None:
         return None
     if not isinstance(marker, dict) or marker.get("key") != key:
         return None
-    return SplitReport(marker["split"], marker["kept"], marker["seconds"], marker["skipped"], reused=True)
+    return SplitReport(marker["split"], marker["kept"], marker["seconds"], marker["skipped"], reused=True,
+                       examples=marker.get("examples", marker["kept"]), kept_by_source=marker.get("kept_by_source", {}))
 
 
 def _prepare_split(split, rows, out: Path, key, config: PrepareConfig, info: dict, pool, progress: bool) -> SplitReport:
-    from datasets import Array2D, Dataset, Features, Sequence, Value
+    from datasets import Dataset
     from datasets.utils.logging import disable_progress_bar
-    from tqdm.auto import tqdm
 
     disable_progress_bar()  # one bar per split is ours; datasets' save bars are noise
-
     report = SplitReport(split)
-    kept: list[dict] = []
     work = dict(
         n_mels=info["n_mels"],
         language=config.language,
@@ -267,42 +334,123 @@ def _prepare_split(split, rows, out: Path, key, config: PrepareConfig, info: dic
         max_seconds=config.max_seconds,
         max_label_tokens=config.max_label_tokens,
     )
-    with tqdm(total=len(rows), desc=f"prepare {split}", unit="clip", disable=bars_disabled(progress)) as bar:
-        for row, result in zip(rows, pool.map(_featurize, rows, [work] * len(rows), chunksize=4)):
-            if isinstance(result, str):
-                report.skipped.append({"split": split, "id": row.id, "audio": _name(row.audio), "reason": result})
-            else:
-                kept.append(result)
-                report.seconds += result["seconds"]
-            bar.update(1)
+    singles = _featurize_all(pool, _featurize, [(row,) for row in rows], work, f"prepare {split}", "clip", progress)
+    kept, kept_rows = [], []
+    for row, result in zip(rows, singles):
+        if isinstance(result, str):
+            report.skipped.append({"split": split, "source": row.source, "id": row.id, "audio": _name(row.audio), "reason": result})
+        else:
+            kept.append(result)
+            kept_rows.append(row)
+            report.seconds += result["seconds"]
+            report.kept_by_source[row.source] = report.kept_by_source.get(row.source, 0) + 1
     report.kept = len(kept)
     if report.skipped:
         print(f"prepare: {split}: skipped {len(report.skipped)} of {len(rows)} clips (reasons in prepare.json)")
+    if config.pack and split == "train" and kept:
+        kept = _packed(kept, kept_rows, config, work, pool, progress)
 
-    columns = {
-        "id": Value("string"),
-        "sentence": Value("string"),
-        "seconds": Value("float32"),
-        "input_features": Array2D(shape=(None, info["n_mels"]), dtype="float16"),
-        "labels": Sequence(Value("int32")),
-    }
+    columns = _columns(info["n_mels"])
     final = inside(out, out / split)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{split}-", dir=out))
     try:
-        dataset = Dataset.from_list(kept, features=Features(columns)) if kept else Dataset.from_dict(
-            {k: [] for k in columns}, features=Features(columns)
-        )
-        if config.cache_encoder and kept:
-            dataset = _add_encoder_outputs(dataset, config.model, info, progress, split)
+        dataset = Dataset.from_list(kept, features=columns) if kept else Dataset.from_dict({k: [] for k in columns}, features=columns)
+        if config.cache_encoder and kept and split in CACHED_SPLITS:
+            dataset = _add_encoder_states(dataset, config.model, cached_layers(config, info), info, split)
         dataset.save_to_disk(str(tmp / "data"))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp / "data", final)
-        marker = {"key": key, "split": split, "kept": report.kept, "seconds": report.seconds, "skipped": report.skipped}
+        report.examples = len(dataset)
+        marker = {"key": key, "split": split, "kept": report.kept, "seconds": report.seconds, "skipped": report.skipped,
+                  "examples": report.examples, "kept_by_source": report.kept_by_source}
         write_json_atomic(final / MARKER, marker)  # last: marks the split complete
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return report
+
+
+def _columns(n_mels: int):
+    from datasets import Array2D, Features, Sequence, Value
+
+    return Features({
+        "id": Value("string"),
+        "sentence": Value("string"),
+        "seconds": Value("float32"),
+        "clips": Value("int32"),
+        "input_features": Array2D(shape=(None, n_mels), dtype="float16"),
+        "labels": Sequence(Value("int32")),
+        "timed_labels": Sequence(Value("int32")),
+    })  # fmt: skip
+
+
+def _featurize_all(pool, function, jobs: list[tuple], work: dict, desc: str, unit: str, progress: bool) -> list:
+    """function(*job, work) for every job on the pool, in order, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    results = []
+    with tqdm(total=len(jobs), desc=desc, unit=unit, disable=bars_disabled(progress)) as bar:
+        for result in pool.map(function, *zip(*jobs), [work] * len(jobs), chunksize=4):
+            results.append(result)
+            bar.update(1)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Packing
+
+
+def cached_layers(config: PrepareConfig, info: dict) -> int:
+    """How many bottom encoder layers the cache holds (all of them unless told)."""
+    layers = info["encoder_layers"]
+    if config.cache_encoder_layers is not None and config.cache_encoder_layers > layers:
+        raise options.refuse("cache_encoder_layers", config.cache_encoder_layers, f"the model has {layers} encoder layers")
+    return layers if config.cache_encoder_layers is None else config.cache_encoder_layers
+
+
+def plan_packs(seconds: list[float], text_tokens: list[int], config: PrepareConfig) -> list[list[tuple[int, float]]]:
+    """Windows of clips: lists of (clip index, pause before it in seconds), in a seeded random
+    order. Each window's length is drawn from [pack_min_seconds, pack_seconds] and its label
+    (text plus two timestamp tokens per clip) fits the decoder."""
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(len(seconds))
+    budget = config.max_label_tokens - 8  # prompt and <|endoftext|>
+    windows, current, length, tokens = [], [], 0.0, 0
+    target = rng.uniform(config.pack_min_seconds, config.pack_seconds)
+    for index in order:
+        pause = float(rng.uniform(0.2, 0.8)) if current else float(rng.uniform(0.0, 0.5))
+        needed = pause + seconds[index]
+        if current and (length + needed > target or tokens + text_tokens[index] + 2 > budget):
+            windows.append(current)
+            current, length, tokens = [], 0.0, 0
+            target = rng.uniform(config.pack_min_seconds, config.pack_seconds)
+            pause = float(rng.uniform(0.0, 0.5))
+            needed = pause + seconds[index]
+        if needed > config.pack_seconds:
+            continue  # a clip longer than any window stays a single clip
+        current.append((int(index), pause))
+        length += needed
+        tokens += text_tokens[index] + 2
+    if current:
+        windows.append(current)
+    return [w for w in windows if len(w) > 1]
+
+
+def _packed(kept: list[dict], rows: list[Row], config: PrepareConfig, work: dict, pool, progress: bool) -> list[dict]:
+    """The packed windows of the kept clips, plus a seeded share (pack_singles) of the clips alone."""
+    prompt = 4 if config.language else 3
+    windows = plan_packs([k["seconds"] for k in kept], [len(k["labels"]) - prompt - 1 for k in kept], config)
+    jobs = [([rows[i] for i, _ in window], [pause for _, pause in window]) for window in windows]
+    packed = [p for p in _featurize_all(pool, _featurize_pack, jobs, work, "pack train", "window", progress) if not isinstance(p, str)]
+    rng = np.random.default_rng(config.seed + 1)
+    singles = [kept[i] for i in sorted(rng.choice(len(kept), round(config.pack_singles * len(kept)), replace=False))]
+    print(f"prepare: train: {len(packed)} packed windows of {sum(p['clips'] for p in packed)} clips "
+          f"({sum(p['seconds'] for p in packed) / 60:.1f} min) + {len(singles)} single clips")
+    return packed + singles
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers
 
 
 _TOKENIZER = None
@@ -352,34 +500,76 @@ def _featurize(row: Row, work: dict) -> dict | str:
     labels = features.label_ids(_TOKENIZER, sentence, work["language"], work["task"])
     if len(labels) > work["max_label_tokens"]:
         return f"label too long ({len(labels)} tokens > {work['max_label_tokens']})"
-    mel = features.log_mel(audio, work["n_mels"])
+    return _example(row.id, sentence, audio, labels, _timed(row.segments, seconds, work), 1, work)
+
+
+def _featurize_pack(rows: list[Row], pauses: list[float], work: dict) -> dict | str:
+    """One window: the rows' audio joined with the given pauses; its segments, where every row's
+    are known, shifted to their place in the window."""
+    pieces, segments, offset = [], [], 0.0
+    for row, pause in zip(rows, pauses):
+        try:
+            audio = load_audio(row.audio)
+        except GalwhisperError as exc:
+            return str(exc)
+        pieces += [np.zeros(round(pause * SAMPLE_RATE), np.float32), audio]
+        offset += round(pause * SAMPLE_RATE) / SAMPLE_RATE
+        if segments is not None and row.segments:
+            segments += [(offset + start, offset + end, text) for start, end, text in row.segments]
+        else:
+            segments = None
+        offset += len(audio) / SAMPLE_RATE
+    audio = np.concatenate(pieces)
+    sentence = " ".join(row.sentence.strip() for row in rows)
+    labels = features.label_ids(_TOKENIZER, sentence, work["language"], work["task"])
+    window_id = "+".join(row.id for row in rows)[:200]
+    return _example(window_id, sentence, audio, labels, _timed(segments, offset, work), len(rows), work)
+
+
+def _timed(segments, seconds: float, work: dict) -> list[int]:
+    """Timestamped labels for known segments that fit the window and the decoder; else []."""
+    if not segments or segments[-1][1] > min(seconds, features.MAX_SECONDS) + 0.05:
+        return []
+    ids = features.timed_label_ids(_TOKENIZER, segments, work["language"], work["task"])
+    return ids if len(ids) <= work["max_label_tokens"] else []
+
+
+def _example(example_id: str, sentence: str, audio: np.ndarray, labels: list[int], timed: list[int], clips: int,
+             work: dict) -> dict:
     return {
-        "id": row.id,
+        "id": example_id,
         "sentence": sentence,
-        "seconds": seconds,
-        "input_features": mel.T.astype(np.float16),  # (frames, n_mels): datasets allows a free first dim
+        "seconds": len(audio) / SAMPLE_RATE,
+        "clips": clips,
+        "input_features": features.log_mel(audio, work["n_mels"]).T.astype(np.float16),  # (frames, n_mels)
         "labels": labels,
+        "timed_labels": timed,
     }
 
 
-def _add_encoder_outputs(dataset, spec: str, info: dict, progress: bool, split: str):
-    """Run the frozen encoder once per clip and store its output (float16)."""
+def _add_encoder_states(dataset, spec: str, layers: int, info: dict, split: str):
+    """Run the frozen bottom `layers` encoder layers once per example and store their output."""
     import torch
     from datasets import Array2D
 
-    model, _ = models.load_hf(spec)
+    model = _encoder_model(spec)
     encoder = model.model.encoder.eval()
-    positions = model.config.max_source_positions
 
     def encode(batch):
         mels = [np.asarray(m, dtype=np.float32).T for m in batch["input_features"]]
         with torch.inference_mode():
-            hidden = encoder(torch.from_numpy(features.stack_inputs(mels))).last_hidden_state
-        return {"encoder_outputs": hidden.to(torch.float16).numpy()}
+            hidden = features.encoder_states(encoder, torch.from_numpy(features.stack_inputs(mels)), layers)
+        return {"encoder_hidden": hidden.to(torch.float16).numpy()}
 
     new_features = dataset.features.copy()
-    new_features["encoder_outputs"] = Array2D(shape=(positions, info["d_model"]), dtype="float16")
+    new_features["encoder_hidden"] = Array2D(shape=(model.config.max_source_positions, info["d_model"]), dtype="float16")
     return dataset.map(encode, batched=True, batch_size=8, features=new_features, desc=f"encode {split}")
+
+
+@lru_cache(maxsize=1)
+def _encoder_model(spec: str):
+    """The model whose encoder fills the cache, loaded once for every split."""
+    return models.load_hf(spec)[0]
 
 
 def _name(audio) -> str:

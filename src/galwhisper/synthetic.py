@@ -41,13 +41,16 @@ from galwhisper.files import cache_root, write_json_atomic
 logger = logging.getLogger(__name__)
 
 # Bump when the rendering changes, so corpora built by older code are rebuilt, not reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: TSVs carry each clip's speech times (column `segments`)
 
 SPLITS = ("train", "validation", "test")
 UNSEEN_SPLIT = "test_unseen"
 # Common Voice file name of each split (CV calls validation "dev").
 TSV_NAMES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv", UNSEEN_SPLIT: "test_unseen.tsv"}
-TSV_COLUMNS = ("client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accents", "locale", "segment")
+# Common Voice's columns, plus `segments`: where the speech is in the clip, as JSON
+# [[start, end, sentence]] in seconds (known exactly here: the plan adds the silences).
+TSV_COLUMNS = ("client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accents", "locale", "segment",
+               "segments")
 # Part of every clip's random seed, so splits never share random draws.
 _SPLIT_CODES = {"train": 0, "validation": 1, "test": 2, UNSEEN_SPLIT: 3}
 
@@ -253,8 +256,8 @@ def build_corpus(config: SyntheticConfig, progress: bool = True) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     try:
         started = time.monotonic()
-        _render_all(plans, staging, config.num_workers, progress)
-        _write_tsvs(plans, staging)
+        speech = _render_all(plans, staging, config.num_workers, progress)
+        _write_tsvs(plans, staging, speech)
         seconds = time.monotonic() - started
         write_json_atomic(staging / "corpus.json", _describe(config, key, plans, seconds))  # last: marks completeness
         _move_into_place(staging, out_dir)
@@ -336,7 +339,8 @@ def _installed_voices() -> tuple[set[str], set[str]]:
     return languages, variants
 
 
-def _render_all(plans: list[ClipPlan], staging: Path, num_workers: int, progress: bool) -> None:
+def _render_all(plans: list[ClipPlan], staging: Path, num_workers: int, progress: bool) -> dict[str, tuple[float, float]]:
+    """Render every clip; return each clip's speech (start, end) in seconds, by file name."""
     from tqdm.auto import tqdm
 
     clips = staging / "clips"
@@ -357,10 +361,12 @@ def _render_all(plans: list[ClipPlan], staging: Path, num_workers: int, progress
         # On an error or Ctrl-C, drop the clips not started yet instead of rendering them all.
         pool.shutdown(wait=True, cancel_futures=True)
     shutil.rmtree(scratch)
+    return {plan.file: future.result() for plan, future in zip(plans, futures)}
 
 
-def render_clip(plan: ClipPlan, mp3_path: Path, scratch_dir: Path) -> None:
-    """Speak plan.sentence with espeak-ng, augment it, and encode it to mp3_path."""
+def render_clip(plan: ClipPlan, mp3_path: Path, scratch_dir: Path) -> tuple[float, float]:
+    """Speak plan.sentence with espeak-ng, augment it, and encode it to mp3_path; return where
+    the speech is in the clip, (start, end) in seconds."""
     wav = Path(scratch_dir) / (Path(plan.file).stem + ".wav")
     command = ["espeak-ng", "-v", plan.voice, "-s", str(plan.speed_wpm), "-p", str(plan.pitch), "-w", str(wav), "--stdin"]
     # The text goes through stdin so no sentence can be mistaken for an option.
@@ -370,7 +376,9 @@ def render_clip(plan: ClipPlan, mp3_path: Path, scratch_dir: Path) -> None:
         raise GalwhisperError(f"espeak-ng -v {plan.voice}: could not speak {plan.split} sentence {plan.index} ({detail})")
     speech = load_audio(wav)
     wav.unlink()
-    _encode_mp3(augment(speech, plan), Path(mp3_path))
+    audio = augment(speech, plan)
+    _encode_mp3(audio, Path(mp3_path))
+    return plan.lead_s, len(audio) / SAMPLE_RATE - plan.trail_s
 
 
 def augment(speech: np.ndarray, plan: ClipPlan) -> np.ndarray:
@@ -426,13 +434,15 @@ def _encode_mp3(audio: np.ndarray, path: Path) -> None:
         raise GalwhisperError(f"ffmpeg: could not encode {path.name} ({detail[-1] if detail else result.returncode})")
 
 
-def _write_tsvs(plans: list[ClipPlan], folder: Path) -> None:
+def _write_tsvs(plans: list[ClipPlan], folder: Path, speech: dict[str, tuple[float, float]]) -> None:
     """One Common Voice-style TSV per split (no quoting: CV sentences contain quotes)."""
     for split, name in TSV_NAMES.items():
         lines = ["\t".join(TSV_COLUMNS)]
         for plan in (p for p in plans if p.split == split):
             gender = {"f": "female_feminine", "m": "male_masculine"}.get(plan.voice.partition("+")[2][:1], "")
-            row = (plan.voice, plan.file, plan.sentence, "2", "0", "", gender, "synthetic", "gl", "")
+            start, end = speech[plan.file]
+            segments = json.dumps([[round(start, 3), round(end, 3), " ".join(plan.sentence.split())]], ensure_ascii=False)
+            row = (plan.voice, plan.file, plan.sentence, "2", "0", "", gender, "synthetic", "gl", "", segments)
             lines.append("\t".join(" ".join(value.split()) for value in row))  # no tabs or newlines inside
         (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -468,3 +478,32 @@ def _move_into_place(staging: Path, out_dir: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- long-form test audio
+
+
+def long_form(corpus_dir: Path, split: str = "test", seconds: float = 180.0, seed: int = 0,
+              pauses: tuple[float, float] = (0.5, 1.5)) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+    """One long recording made of a built corpus' clips of `split` (until `seconds`), joined
+    with random pauses; returns (16 kHz audio, [(start, end, sentence)] of the speech in it).
+    The times are exact (the corpus records where each clip's speech is), so segment times
+    that a model predicts can be checked against them."""
+    from galwhisper.data import load_rows
+
+    rows = load_rows(f"cv:{corpus_dir}", [split]).get(split, [])
+    if not rows:
+        raise GalwhisperError(f"{corpus_dir}: no {split} clips to build long-form audio from")
+    rng = np.random.default_rng(seed)
+    pieces, truth, offset = [], [], 0.0
+    for row in rows:
+        if offset >= seconds:
+            break
+        pause = np.zeros(round(float(rng.uniform(*pauses)) * SAMPLE_RATE), np.float32)
+        clip = load_audio(row.audio)
+        offset += len(pause) / SAMPLE_RATE
+        for start, end, text in row.segments or [(0.0, len(clip) / SAMPLE_RATE, row.sentence)]:
+            truth.append((round(offset + start, 3), round(offset + end, 3), text))
+        pieces += [pause, clip]
+        offset += len(clip) / SAMPLE_RATE
+    return np.concatenate(pieces), truth

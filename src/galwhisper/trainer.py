@@ -4,21 +4,36 @@ that the CLI does not pay for importing Trainer before it is needed."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.modeling_outputs import BaseModelOutput
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from galwhisper.errors import GalwhisperError
 from galwhisper.train import COMPLETE, last_complete, rotate
 
 
 class GalwhisperTrainer(Trainer):
-    """Trainer + `wer_of(model)`'s metrics at every evaluation + a NaN/inf guard on the loss."""
+    """Trainer + `wer_of(model)`'s metrics at every evaluation + a NaN/inf guard on the loss,
+    + with a `budget`, a linear schedule that ends where the time budget ends."""
 
-    def __init__(self, *args, wer_of=None, **kwargs):
+    def __init__(self, *args, wer_of=None, budget: "TimeBudget | None" = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.wer_of = wer_of
+        self.wer_of, self.budget = wer_of, budget
+        if budget is not None:
+            self.add_callback(budget)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.budget is None or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        self.budget.steps = num_training_steps  # until the first steps are timed
+        # The budget itself is the schedule's function: LambdaLR saves a callable object's
+        # attributes with the checkpoint, so a resumed run keeps the number of steps.
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.budget)
+        return self.lr_scheduler
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix="eval"):
@@ -41,6 +56,8 @@ class CheckpointMarker(TrainerCallback):
     """Marks each checkpoint complete once Trainer has written all of it, then rotates."""
 
     def on_save(self, args, state, control, **kwargs):
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every process has written its part (its RNG state)
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             (folder / COMPLETE).write_text(str(state.global_step))
@@ -55,3 +72,74 @@ class FinalEvaluation(TrainerCallback):
         if state.global_step >= state.max_steps:
             control.should_evaluate = control.should_save = True
         return control
+
+
+class CachedBottomEncoder(WhisperEncoder):
+    """A WhisperEncoder trained above a cache: given the hidden state after its bottom
+    `cached_layers` layers (batch, 1500, d_model; stored by `prepare --cache-encoder`), it runs
+    only the layers above and the final norm. Given log-mels (batch, n_mels, 3000), as
+    generate() passes during validation, it is the whole encoder. Same weights and names as
+    WhisperEncoder, so checkpoints and exports are those of a normal Whisper model."""
+
+    cached_layers = 0
+
+    def forward(self, input_features, attention_mask=None, **kwargs):
+        if input_features.shape[1] == self.config.num_mel_bins:  # log-mels, not cached states (1500 rows)
+            return super().forward(input_features, attention_mask, **kwargs)
+        hidden = input_features
+        for layer in self.layers[self.cached_layers :]:
+            hidden = layer(hidden, None, **kwargs)
+        return BaseModelOutput(last_hidden_state=self.layer_norm(hidden))
+
+
+def train_above_cache(model, cached_layers: int) -> None:
+    """Make `model`'s encoder a CachedBottomEncoder over `cached_layers` frozen bottom layers."""
+    encoder = model.model.encoder
+    encoder.__class__ = CachedBottomEncoder  # same module, same weights; only forward differs
+    encoder.cached_layers = cached_layers
+    for module in (encoder.conv1, encoder.conv2, encoder.embed_positions, *encoder.layers[:cached_layers]):
+        module.requires_grad_(False)
+    encoder.layer_norm.requires_grad_(cached_layers < len(encoder.layers))
+
+
+class TimeBudget(TrainerCallback):
+    """Train for `minutes` of training steps: after the first few steps, the number of steps is
+    set from the step time measured on this machine (never above max_steps), and the learning
+    rate, warmed up linearly for `warmup` steps, decays linearly to zero at that step. Under
+    torchrun the first process's estimate is used by all."""
+
+    def __init__(self, minutes: float, warmup: int, calibration_steps: int = 3):
+        self.minutes, self.warmup, self.calibration_steps = minutes, warmup, calibration_steps
+        self.steps = 0
+        self._durations: list[float] = []
+        self._started = 0.0
+
+    def __call__(self, step: int) -> float:
+        """The learning rate's factor at `step`."""
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        return max(0.0, (self.steps - step) / max(1, self.steps - self.warmup))
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._durations.append(time.perf_counter() - self._started)
+        if len(self._durations) == self.calibration_steps + 1:  # the first step is warm-up: not counted
+            step_seconds = sum(self._durations[1:]) / self.calibration_steps
+            planned = max(state.global_step, min(state.max_steps, int(self.minutes * 60 / step_seconds)))
+            self.steps = _same_everywhere(planned)
+            print(f"train: {step_seconds:.1f} s a step here: {self.steps} steps fit the {self.minutes:g}-minute budget", flush=True)
+        if self.steps and state.global_step >= self.steps:
+            control.should_training_stop = True
+            control.should_evaluate = control.should_save = True  # the last weights compete for best
+        return control
+
+
+def _same_everywhere(value: int) -> int:
+    """The first process's value, in every process (a lone process: the value)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return int(box[0])
