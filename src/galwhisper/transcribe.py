@@ -431,11 +431,13 @@ def _max_ratio(decoded: list) -> float | None:
 
 
 def _loop_rank(window: _Window, o: TranscribeOptions) -> tuple:
-    """Lower is better: no loop first, then the longest run, then the higher log-probability."""
-    text = " ".join(s.text for s in window.segments)
-    longest = longest_repetition(text)
-    loops = window_problem(text, None, o, window.compression_ratio) is not None  # loops only: no log-probability
-    return (loops, longest.count if longest else 0, -(window.avg_logprob if window.avg_logprob is not None else -1e9))
+    """Lower is better: the shorter longest run of a repeated phrase, then the higher
+    log-probability. The compression ratio only says a window is worth decoding again: speech
+    that really repeats a sentence (a refrain, a slogan) compresses as well as a loop, and the
+    retry's repetition penalty then respells the repeats ("ask not" -> "ask out")."""
+    longest = longest_repetition(" ".join(s.text for s in window.segments))
+    count = longest.count if longest else 0
+    return (count > (o.max_repeats or count), count, -(window.avg_logprob if window.avg_logprob is not None else -1e9))
 
 
 def _span(window: _Window) -> str:
