@@ -237,9 +237,6 @@ def table(headers: list[str], rows: list[list]) -> str:
 
 
 def machine() -> str:
-    model = ""
-    try:
-        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{CORES} cores ({model})" if model else f"{CORES} cores"
+    from galwhisper import models
+
+    return models.machine()

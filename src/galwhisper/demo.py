@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from galwhisper import options, plots
+from galwhisper import models, options, plots
 from galwhisper.errors import GalwhisperError, one_line
 from galwhisper.evaluate import EvaluateConfig, ModelResult, evaluate, markdown_table
 from galwhisper.files import write_json_atomic, write_text_atomic
@@ -123,7 +123,7 @@ def run_demo(config: DemoConfig) -> dict:
 
     report = {
         "synthetic": True,
-        "machine": machine(),
+        "machine": models.machine(),
         "prepared": prepared["splits"],
         "before": {s: r.to_dict() for s, r in before.items()},
         "after": {s: r.to_dict() for s, r in after.items()},
@@ -153,18 +153,6 @@ def demo_summary(report: dict, out: Path, run_dir: Path) -> dict:
         "paths": {"report": str(out / "report.md"), "model_ct2": str(run_dir / "best-ct2"), "model_transformers": str(run_dir / "best"),
                   "features": str(out / "features"), "corpus": str(out / "corpus")},
     }
-
-
-def machine() -> str:
-    """The CPU, named as in /proc/cpuinfo, and its cores (every timing is for this machine)."""
-    import os
-
-    name = ""
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} cores, {name or 'unknown CPU'}"
 
 
 def training_minutes(config: DemoConfig, clock: StageClock, evaluated_clips: int) -> float | None:

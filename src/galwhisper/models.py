@@ -209,6 +209,18 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     return bool(re.search(r"\b(amx_bf16|avx512_bf16)\b", cpuinfo))
 
 
+def machine() -> str:
+    """The CPU as /proc/cpuinfo names it, and the cores: every timing galwhisper reports says
+    which machine it is for (machines here differ by 2x in a training step)."""
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} cores, {name or 'unknown CPU'}"
+
+
 def torch_device() -> str:
     import torch
 
