@@ -7,7 +7,7 @@ Common Voice layout) is packed as a release archive `cv-corpus-bench/gl/{*.tsv,c
   (a) the extracted folder: `cv:FOLDER`;
   (b) the archive: `cv:ARCHIVE.tar.gz`, the extraction cache emptied first, so the time includes
       both streaming passes over the archive (TSVs, then the clips the splits name);
-  (c) a 4x bigger archive: the same TSVs and clips plus 3x their bytes of clips no TSV names
+  (c) a 10x bigger archive: the same TSVs and clips after 9x their bytes of clips no TSV names
       (what a real release holds beyond the chosen splits), to show that time grows with the
       bytes streamed and memory does not.
 
@@ -52,7 +52,8 @@ def make_archive(corpus: Path, path: Path, padding: int) -> Path:
         for tsv in sorted(corpus.glob("*.tsv")):
             tar.add(tsv, f"cv-corpus-bench/gl/{tsv.name}")
         clips = sorted((corpus / "clips").iterdir())
-        for copy in range(padding + 1):
+        # The unlisted copies come first, so the clips' pass streams through all of them.
+        for copy in [*range(1, padding + 1), 0]:
             for clip in clips:
                 name = clip.name if copy == 0 else f"unlisted_{copy}_{clip.name}"
                 tar.add(clip, f"cv-corpus-bench/gl/clips/{name}")
@@ -62,7 +63,7 @@ def make_archive(corpus: Path, path: Path, padding: int) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="40 clips, no 4x archive")
+    parser.add_argument("--quick", action="store_true", help="40 clips, no 10x archive")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -81,8 +82,8 @@ def main() -> None:
     small = make_archive(corpus, cache / f"cv-bench-{n}.tar.gz", padding=0)
     sides = [("cv:FOLDER (extracted)", f"cv:{corpus}"), ("cv:ARCHIVE (.tar.gz)", f"cv:{small}:gl")]
     if not args.quick:
-        big = make_archive(corpus, cache / f"cv-bench-{n}-x4.tar.gz", padding=3)
-        sides.append(("cv:ARCHIVE 4x bigger", f"cv:{big}:gl"))
+        big = make_archive(corpus, cache / f"cv-bench-{n}-x10.tar.gz", padding=9)
+        sides.append(("cv:ARCHIVE 10x bigger", f"cv:{big}:gl"))
     sizes = {label: (Path(source.split(":")[1]).stat().st_size / 1e6 if source.endswith(":gl") else None)
              for label, source in sides}
     print(f"{n} clips from {corpus}; machine: {_common.machine()}", flush=True)
@@ -101,9 +102,9 @@ def main() -> None:
     speed = folder["wall_s"] / results["cv:ARCHIVE (.tar.gz)"]["wall_s"]
     print()
     print(f"ratio archive / extracted folder: {speed:.2f}x (target >= 0.8x: {'met' if speed >= 0.8 else 'NOT met'})")
-    if "cv:ARCHIVE 4x bigger" in results:
-        big_r, small_r = results["cv:ARCHIVE 4x bigger"], results["cv:ARCHIVE (.tar.gz)"]
-        print(f"4x bigger archive: {big_r['wall_s'] / small_r['wall_s']:.2f}x the time, "
+    if "cv:ARCHIVE 10x bigger" in results:
+        big_r, small_r = results["cv:ARCHIVE 10x bigger"], results["cv:ARCHIVE (.tar.gz)"]
+        print(f"10x bigger archive: {big_r['wall_s'] / small_r['wall_s']:.2f}x the time, "
               f"{big_r['peak_rss_mb'] / small_r['peak_rss_mb']:.2f}x the peak memory")
     print(_common.quiet_summary())
 

@@ -71,7 +71,7 @@ def child(args) -> None:
     from galwhisper.streaming import LiveSession, LiveTranscriber
     from galwhisper.transcribe import TranscribeOptions, Transcriber
 
-    transcriber = Transcriber("base", compute_type="int8", cpu_threads=THREADS)
+    transcriber = Transcriber(args.model, compute_type="int8", cpu_threads=THREADS)
     options = TranscribeOptions(language=args.talk)
     audio16, _ = sf.read(args.wav, dtype="float32")
     transcriber.transcribe(audio16[: 20 * 16000], options)  # warm-up (VAD model, first CT2 calls), untimed
@@ -135,6 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="120 s of talk instead of 300 s")
     parser.add_argument("--talk", choices=TALKS, default="gl", help="Galician (default) or English speech")
+    parser.add_argument("--model", default="base", help="the model (default: the bundled base; e.g. runs/demo/run/best-ct2)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--wav", help=argparse.SUPPRESS)
     parser.add_argument("--mic", help=argparse.SUPPRESS)
@@ -152,7 +153,7 @@ def main() -> None:
     print(f"talk: {duration:.1f} s of synthetic {'Galician' if args.talk == 'gl' else 'English'} speech, "
           f"{len(reference.split())} reference words, fed at "
           f"real-time pace in {CHUNK_S:g} s chunks at {MIC_RATE} Hz; machine: {_common.machine()}", flush=True)
-    r = _common.run_child("live_latency.py", ["--wav", str(wav), "--mic", str(mic), "--talk", args.talk], f"live {args.talk}",
+    r = _common.run_child("live_latency.py", ["--wav", str(wav), "--mic", str(mic), "--talk", args.talk, "--model", args.model], f"live {args.talk}",
                           timeout=4 * duration + 600)
 
     from galwhisper.metrics import error_rates
@@ -164,7 +165,7 @@ def main() -> None:
         forced += [u["at"] - end for end, _ in u["words"][split:]]
     lag = max((u["at"] - u["compute"]) - u["heard"] for u in r["updates"])  # how far behind the talk an update started
     print()
-    print(f"Live transcription ({args.talk}), {datetime.date.today()}, machine: {_common.machine()}, bundled base int8, "
+    print(f"Live transcription ({args.talk}), {datetime.date.today()}, machine: {_common.machine()}, model {args.model} int8, "
           f"{THREADS} threads")
     rows = [["confirmed by agreement", len(agreed), f"{statistics.median(agreed):.2f}", f"{percentile(agreed, 0.9):.2f}"]]
     if forced:

@@ -108,7 +108,7 @@ def main() -> None:
     names = args.only or (list(QUICK) if args.quick else list(CONFIGS))
     results = {}
     for name in names:
-        results[name] = _common.run_child("wer_per_minute.py", ["--child", name], name, timeout=3600)
+        results[name] = _common.run_child("wer_per_minute.py", [name], name, timeout=3600)
         best = min(p["wer"] for p in results[name]["points"])
         print(f"  done: {name}: best validation WER {100 * best:.1f}%", flush=True)
 

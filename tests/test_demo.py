@@ -55,7 +55,7 @@ def test_timestamps_survive_fine_tuning(tiny_demo):
     (benchmarks/timestamps.py measures the demo's real model against the real targets)."""
     from galwhisper import metrics
     from galwhisper.synthetic import long_form
-    from galwhisper.transcribe import Transcriber
+    from galwhisper.transcribe import TranscribeOptions, Transcriber
 
     config, _ = tiny_demo
     audio, truth = long_form(config.out / "corpus", "train", seconds=300, seed=2)
@@ -65,6 +65,12 @@ def test_timestamps_survive_fine_tuning(tiny_demo):
     errors = np.array(metrics.segment_start_errors(truth, [(s.start, s.end, s.text) for s in result.segments]))
     assert len(result.segments) >= len(truth) // 2
     assert np.median(errors) <= 1.0 and np.percentile(errors, 90) <= 2.5, errors
+
+    # --word-timestamps works on such a model too: every word timed, in order, inside the audio.
+    timed = transcriber.transcribe(audio[: 60 * 16000], TranscribeOptions(word_timestamps=True))
+    words = [w for s in timed.segments for w in s.words]
+    assert len(words) >= len(timed.text.split()) * 0.8 and all(0 <= w.start <= w.end <= 60.5 for w in words)
+    assert [w.start for w in words] == sorted(w.start for w in words)
 
 
 @pytest.mark.slow

@@ -107,9 +107,10 @@ def prepared_folder(data: str, model: str = models.DEFAULT_MODEL, language: str 
 
 
 def choose_engine(engine: str) -> str:
-    """auto: transformers in bf16 where the hardware runs bf16 (a 30-s window's encoder: 0.42 s
-    against CTranslate2 int8's 0.60 s on an AMD EPYC with avx512_bf16, 0.19 s against 0.6 s on an
-    Intel Xeon with AMX; benchmarks/eval_speed.py), else CTranslate2 int8."""
+    """auto: transformers in bf16 where the hardware runs bf16, else CTranslate2 int8. Per clip
+    (benchmarks/eval_speed.py): ~0.19 s against ~0.6 s on an Intel Xeon with AMX; on an AMD EPYC
+    with avx512_bf16 but no AMX the two are within 10% (0.65 vs 0.71 s fine-tuned, 0.75 vs 0.70 s
+    for the zero-shot base, whose loops run long in torch's slower decoder)."""
     if engine != "auto":
         return engine
     return "torch" if models.bf16_available() else "ct2"
