@@ -493,7 +493,6 @@ def build_app(config: AppConfig | None = None, preload: bool = False) -> gr.Bloc
         from faster_whisper.vad import get_vad_model
 
         get_vad_model()  # Silero VAD (batched windows, the Live tab): loaded now, not by the first visitor
-    limits = service.limits
 
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
         gr.Markdown(f"# {TITLE}\n{SUBTITLE}", elem_id="header")
@@ -508,67 +507,11 @@ def build_app(config: AppConfig | None = None, preload: bool = False) -> gr.Bloc
                 LANGUAGES, value=config.language, label="Language", allow_custom_value=True, elem_id="language",
                 info="'auto' detects it",
             )  # fmt: skip
-        common = dict(concurrency_limit=concurrency, concurrency_id="transcribe")
-
         with gr.Tabs():
-            with gr.Tab("Microphone", id="microphone"):
-                mic = gr.Audio(sources=["microphone"], type="filepath", label="Recording", elem_id="mic-audio")
-                mic_button = gr.Button("Transcribe", variant="primary", elem_id="mic-button")
-                mic_out = _outputs("mic")
-                mic_inputs = [mic, model, language]
-                mic_button.click(service.transcribe_microphone, mic_inputs, list(mic_out), api_name="transcribe_microphone", **common)
-
-            with gr.Tab("Live", id="live"):
-                live_session = gr.State(None, time_to_live=limits.max_duration + 3600, delete_callback=close_live)
-                live_audio = gr.Audio(
-                    sources=["microphone"], streaming=True, type="filepath", label="Microphone (live)", elem_id="live-audio",
-                )  # fmt: skip
-                live_view = gr.HTML(live_html(None), label="Live transcript", elem_id="live-view")
-                live_out = _outputs("live", label="Final transcript")
-                live_audio.start_recording(
-                    service.live_start, None, [live_session, live_view, *live_out], queue=False, api_visibility="private",
-                )  # fmt: skip
-                # show_progress hidden: Gradio would fade the text for as long as the stream runs.
-                live_audio.stream(
-                    service.live_chunk, [live_audio, live_session, model, language], [live_view, live_session],
-                    stream_every=LIVE_CHUNK_SECONDS, time_limit=limits.max_duration, concurrency_limit=config.live_sessions,
-                    concurrency_id="live", api_visibility="private", show_progress="hidden",
-                )  # fmt: skip
-                # Not in the "live" slots (held by the streams themselves until they close): it
-                # only waits for its own session's worker.
-                live_audio.stop_recording(
-                    service.live_stop, [live_session], [live_view, *live_out, live_session], concurrency_limit=None,
-                    api_visibility="private",
-                )  # fmt: skip
-
-            with gr.Tab("YouTube / URL", id="url"):
-                url = gr.Textbox(
-                    label="YouTube link or media URL", placeholder="https://www.youtube.com/watch?v=…  or  https://…/talk.mp3",
-                    info=f"http(s) only; up to {_clock(limits.max_duration)} of audio, {limits.max_download_mb:g} MB, "
-                    f"{limits.download_timeout:g} s to download",
-                    elem_id="url-input",
-                )  # fmt: skip
-                url_button = gr.Button("Transcribe", variant="primary", elem_id="url-button")
-                url_media = gr.Markdown(label="Media", elem_id="url-media")
-                url_out = _outputs("url")
-                inputs, outputs = [url, model, language], [url_media, *url_out]
-                # Downloads have slots of their own; the transcription after one takes a
-                # transcription slot (_Service.slots) only once the download is done.
-                downloads = dict(concurrency_limit=config.download_concurrency, concurrency_id="download")
-                url_button.click(service.transcribe_url, inputs, outputs, api_name="transcribe_url", **downloads)
-                url.submit(service.transcribe_url, inputs, outputs, api_visibility="private", **downloads)
-
-            with gr.Tab("Audio file", id="file"):
-                upload = gr.File(
-                    label=f"Audio or video file (any format ffmpeg reads; up to {config.max_upload_mb:g} MB, "
-                    f"{_clock(limits.max_duration)} of audio)",
-                    elem_id="file-input",
-                )  # fmt: skip
-                file_button = gr.Button("Transcribe", variant="primary", elem_id="file-button")
-                file_out = _outputs("file")
-                file_button.click(
-                    service.transcribe_file, [upload, model, language], list(file_out), api_name="transcribe_file", **common
-                )
+            _microphone_tab(service, model, language)
+            _live_tab(service, model, language)
+            _url_tab(service, model, language)
+            _file_tab(service, model, language)
 
         # Runs trained after the server started show up on the next page load.
         refresh = lambda: gr.Dropdown(choices=model_choices(models, runs_dir))  # noqa: E731
@@ -577,6 +520,80 @@ def build_app(config: AppConfig | None = None, preload: bool = False) -> gr.Bloc
     demo.queue(default_concurrency_limit=concurrency, max_size=MAX_QUEUE)
     demo.galwhisper_models = service.models  # for callers that want to share the loaded models
     return demo
+
+
+def _transcription_slots(config: AppConfig) -> dict:
+    """The classic tabs share `concurrency` transcription slots."""
+    return dict(concurrency_limit=config.concurrency, concurrency_id="transcribe")
+
+
+def _microphone_tab(service: "_Service", model, language) -> None:
+    with gr.Tab("Microphone", id="microphone"):
+        mic = gr.Audio(sources=["microphone"], type="filepath", label="Recording", elem_id="mic-audio")
+        mic_button = gr.Button("Transcribe", variant="primary", elem_id="mic-button")
+        mic_out = _outputs("mic")
+        mic_button.click(service.transcribe_microphone, [mic, model, language], list(mic_out), api_name="transcribe_microphone",
+                         **_transcription_slots(service.config))
+
+
+def _live_tab(service: "_Service", model, language) -> None:
+    limits, config = service.limits, service.config
+    with gr.Tab("Live", id="live"):
+        live_session = gr.State(None, time_to_live=limits.max_duration + 3600, delete_callback=close_live)
+        live_audio = gr.Audio(
+            sources=["microphone"], streaming=True, type="filepath", label="Microphone (live)", elem_id="live-audio",
+        )  # fmt: skip
+        live_view = gr.HTML(live_html(None), label="Live transcript", elem_id="live-view")
+        live_out = _outputs("live", label="Final transcript")
+        live_audio.start_recording(
+            service.live_start, None, [live_session, live_view, *live_out], queue=False, api_visibility="private",
+        )  # fmt: skip
+        # show_progress hidden: Gradio would fade the text for as long as the stream runs.
+        live_audio.stream(
+            service.live_chunk, [live_audio, live_session, model, language], [live_view, live_session],
+            stream_every=LIVE_CHUNK_SECONDS, time_limit=limits.max_duration, concurrency_limit=config.live_sessions,
+            concurrency_id="live", api_visibility="private", show_progress="hidden",
+        )  # fmt: skip
+        # Not in the "live" slots (held by the streams themselves until they close): it
+        # only waits for its own session's worker.
+        live_audio.stop_recording(
+            service.live_stop, [live_session], [live_view, *live_out, live_session], concurrency_limit=None,
+            api_visibility="private",
+        )  # fmt: skip
+
+
+def _url_tab(service: "_Service", model, language) -> None:
+    limits, config = service.limits, service.config
+    with gr.Tab("YouTube / URL", id="url"):
+        url = gr.Textbox(
+            label="YouTube link or media URL", placeholder="https://www.youtube.com/watch?v=…  or  https://…/talk.mp3",
+            info=f"http(s) only; up to {_clock(limits.max_duration)} of audio, {limits.max_download_mb:g} MB, "
+            f"{limits.download_timeout:g} s to download",
+            elem_id="url-input",
+        )  # fmt: skip
+        url_button = gr.Button("Transcribe", variant="primary", elem_id="url-button")
+        url_media = gr.Markdown(label="Media", elem_id="url-media")
+        url_out = _outputs("url")
+        inputs, outputs = [url, model, language], [url_media, *url_out]
+        # Downloads have slots of their own; the transcription after one takes a
+        # transcription slot (_Service.slots) only once the download is done.
+        downloads = dict(concurrency_limit=config.download_concurrency, concurrency_id="download")
+        url_button.click(service.transcribe_url, inputs, outputs, api_name="transcribe_url", **downloads)
+        url.submit(service.transcribe_url, inputs, outputs, api_visibility="private", **downloads)
+
+
+def _file_tab(service: "_Service", model, language) -> None:
+    limits, config = service.limits, service.config
+    with gr.Tab("Audio file", id="file"):
+        upload = gr.File(
+            label=f"Audio or video file (any format ffmpeg reads; up to {config.max_upload_mb:g} MB, "
+            f"{_clock(limits.max_duration)} of audio)",
+            elem_id="file-input",
+        )  # fmt: skip
+        file_button = gr.Button("Transcribe", variant="primary", elem_id="file-button")
+        file_out = _outputs("file")
+        file_button.click(service.transcribe_file, [upload, model, language], list(file_out), api_name="transcribe_file",
+                          **_transcription_slots(config))
 
 
 def launch(config: AppConfig | None = None, preload: bool = True, **launch_kwargs) -> gr.Blocks:

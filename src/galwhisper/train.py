@@ -114,13 +114,13 @@ PRESETS: dict[str, dict] = {
     # effective batch 16, best by validation WER); they ran 53,630 steps over 171,619 utterances.
     "turbo": dict(model="openai/whisper-large-v3-turbo", max_steps=53630, eval_steps=1000, learning_rate=1e-5,
                   lr_scheduler="linear", warmup_steps=800, batch_size=16),
-    # Chosen by benchmarks/wer_per_minute.py (validation WER per minute of training, AMD EPYC, 2
-    # cores): the whole model (training only the top encoder layers learnt 2x slower per minute;
-    # decoder-only plateaus), on packed 20-28 s windows (prepare --pack), lr 2e-4 (twice the old
-    # 1e-4: 26% validation WER after 24 steps against 34% after 20), batch 8 (4 was no better per
-    # minute). Timestamped targets for 20% of the timed samples, as distil-whisper trains. Meant to
-    # run under a time budget (6 minutes; the demo sets it from what the machine measured), so
-    # max_steps is only a ceiling. The demo measures zero-shot WER itself: no step-0 evaluation.
+    # Chosen by benchmarks/wer_per_minute.py (validation WER after 3 minutes of training, AMD EPYC,
+    # 2 cores): the whole model on packed 20-28 s windows (prepare --pack) 34.5%, against 51.2% on
+    # single clips, 55.5% with the bottom 4 encoder layers cached and 56.9% decoder-only; lr 2e-4
+    # (1e-4 learnt slower in the same minutes), batch 8 (4 was no better per minute). Timestamped
+    # targets for 20% of the timed samples, as distil-whisper trains. Meant to run under a time
+    # budget (6 minutes; the demo sets it from what the machine measured), so max_steps is only a
+    # ceiling. The demo measures zero-shot WER itself: no step-0 evaluation.
     "cpu-base": dict(model="base", mode="full", max_steps=120, max_minutes=6.0, eval_steps=40, learning_rate=2e-4,
                      lr_scheduler="linear", warmup_steps=3, batch_size=8, eval_batch_size=16,
                      logging_steps=4, max_eval_samples=32, eval_on_start=False, timestamp_rate=0.2),

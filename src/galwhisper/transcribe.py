@@ -124,10 +124,7 @@ class Transcriber:
         # A model galwhisper fine-tuned with timestamped targets keeps usable segment times.
         self.timestamps_trained = bool(models.trained_info(model).get("timestamps"))
         if backend == "ct2":
-            from faster_whisper import BatchedInferencePipeline
-
             self._model = models.load_whisper(model, compute_type, cpu_threads)
-            self._batched = BatchedInferencePipeline(self._model)
             self.n_mels = self._model.feature_extractor.mel_filters.shape[0]
         else:
             import torch
@@ -175,7 +172,13 @@ class Transcriber:
             # keeps every sentence whole (fixed 30 s windows without timestamps dropped about
             # half the sentences of a 3-minute test).
             common.update(vad_filter=True)
-            generator, info = self._batched.transcribe(audio, batch_size=o.batch_size, **common)
+            from faster_whisper import BatchedInferencePipeline
+
+            # A pipeline per call: it keeps the last word's time of the call in progress on
+            # itself (last_speech_timestamp), so one shared by the app's concurrent requests gave
+            # one Live session's words the times of another's (live WER 64-90% vs 7% alone).
+            pipeline = BatchedInferencePipeline(self._model)
+            generator, info = pipeline.transcribe(audio, batch_size=o.batch_size, **common)
         else:
             generator, info = self._model.transcribe(audio, **common)
         # The sequential path seeks in the audio's own time only without VAD.
