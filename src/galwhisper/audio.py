@@ -185,6 +185,18 @@ def _joined(frames) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
 
 
+def join_with_pauses(clips: list[np.ndarray], pauses: list[float]) -> tuple[np.ndarray, list[float]]:
+    """The clips (16 kHz) joined, each after its pause of silence; returns the audio and the
+    second at which each clip starts in it (packed training windows, long-form test audio)."""
+    pieces, starts, samples = [], [], 0
+    for clip, pause in zip(clips, pauses):
+        gap = round(pause * SAMPLE_RATE)
+        pieces += [np.zeros(gap, np.float32), clip]
+        starts.append((samples + gap) / SAMPLE_RATE)
+        samples += gap + len(clip)
+    return (np.concatenate(pieces) if pieces else np.zeros(0, np.float32)), starts
+
+
 def read_samples(source: Union[str, os.PathLike]) -> tuple[np.ndarray, int]:
     """(mono float32 samples, sample rate) of a short file such as a streamed microphone chunk,
     at its own rate (a stream is resampled as a whole by StreamResampler)."""

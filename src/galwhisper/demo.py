@@ -105,7 +105,7 @@ def run_demo(config: DemoConfig) -> dict:
     with clock.stage("fine-tuning"):
         run_dir = out / "run"
         train_config = dataclasses.replace(train_config, features=str(features_dir), out=str(run_dir))
-        summary = _train_or_reuse(train_config, run_dir, config.fresh, lambda: training_minutes(config, clock, evaluated))
+        summary = _train_or_reuse(train_config, run_dir, config.fresh, lambda: training_minutes(config, train_config, clock, evaluated))
 
     tuned = str(run_dir / "best-ct2")
     with clock.stage("evaluation of the fine-tuned model"):
@@ -155,14 +155,14 @@ def demo_summary(report: dict, out: Path, run_dir: Path) -> dict:
     }
 
 
-def training_minutes(config: DemoConfig, clock: StageClock, evaluated_clips: int) -> float | None:
+def training_minutes(config: DemoConfig, train_config, clock: StageClock, evaluated_clips: int) -> float | None:
     """The fine-tuning's time budget, from what this machine measured so far: the demo's minutes
     minus the stages done and those still to come, estimated from the zero-shot evaluation's
-    time. None when the steps are given."""
-    if {"max_steps", "max_minutes"} & set(config.train_overrides) or make_config(config.preset).max_minutes is None:
+    time. None when the steps are given (or the preset has no budget)."""
+    if {"max_steps", "max_minutes"} & set(config.train_overrides) or train_config.max_minutes is None:
         return None
     zero_shot = clock.seconds.get("zero-shot evaluation", 60.0)
-    validation = make_config(config.preset, **config.train_overrides).max_eval_samples or 0
+    validation = train_config.max_eval_samples or 0
     to_come = (FINE_TUNED_EVAL_SHARE * zero_shot  # the fine-tuned model's evaluation of the same clips
                + FINE_TUNED_EVAL_SHARE * zero_shot * min(1.0, validation / max(evaluated_clips, 1))  # the training's last validation
                + FIXED_SECONDS)

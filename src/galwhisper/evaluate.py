@@ -161,38 +161,30 @@ def _transcribe_torch(spec: str, dataset, config: EvaluateConfig) -> tuple[list[
 
 def generate_texts(model, tokenizer, dataset, language: str, task: str, batch_size: int = 16,
                    max_new_tokens: int = 128, autocast_dtype=None, beam_size: int = 1) -> list[str]:
+    import torch
     from transformers.utils import logging as hf_logging
 
     model.eval()
     device = next(model.parameters()).device
+    texts: list[str] = []
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # generate() advises on max_length and masks once per batch: noise here
     try:
-        texts = _generate_batches(model, tokenizer, dataset, language, task, batch_size, max_new_tokens, autocast_dtype,
-                                  beam_size, device)
+        for start in range(0, len(dataset), batch_size):
+            batch = dataset[start : start + batch_size]
+            mels = [np.asarray(m, dtype=np.float32).T for m in batch["input_features"]]
+            inputs = torch.from_numpy(features.stack_inputs(mels)).to(device)
+            budget = features.token_budget(float(np.max(batch["seconds"])), max_new_tokens)
+            with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                                        enabled=autocast_dtype is not None):
+                # use_cache: training switches the KV cache off, and without it every decoding
+                # step re-ran the encoder (~10x slower evaluations).
+                ids = model.generate(input_features=inputs, language=language, task=task, num_beams=beam_size,
+                                     max_new_tokens=budget, use_cache=True)
+            texts += tokenizer.batch_decode(ids, skip_special_tokens=True)
     finally:
         hf_logging.set_verbosity(verbosity)
     return [t.strip() for t in texts]
-
-
-def _generate_batches(model, tokenizer, dataset, language, task, batch_size, max_new_tokens, autocast_dtype, beam_size,
-                      device) -> list[str]:
-    import torch
-
-    texts: list[str] = []
-    for start in range(0, len(dataset), batch_size):
-        batch = dataset[start : start + batch_size]
-        mels = [np.asarray(m, dtype=np.float32).T for m in batch["input_features"]]
-        inputs = torch.from_numpy(features.stack_inputs(mels)).to(device)
-        budget = features.token_budget(float(np.max(batch["seconds"])), max_new_tokens)
-        with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
-                                                    enabled=autocast_dtype is not None):
-            # use_cache: training switches the KV cache off, and without it every decoding step
-            # re-ran the encoder (~10x slower evaluations).
-            ids = model.generate(input_features=inputs, language=language, task=task, num_beams=beam_size,
-                                 max_new_tokens=budget, use_cache=True)
-        texts += tokenizer.batch_decode(ids, skip_special_tokens=True)
-    return texts
 
 
 def evaluate(config: EvaluateConfig, progress: bool = True) -> list[ModelResult]:

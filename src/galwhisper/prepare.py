@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from galwhisper import features, models, options
-from galwhisper.audio import SAMPLE_RATE, load_audio
+from galwhisper.audio import SAMPLE_RATE, join_with_pauses, load_audio
 from galwhisper.commonvoice import CV_TRAIN
 from galwhisper.data import Row, iter_rows, parse_source
 from galwhisper.errors import GalwhisperError, bars_disabled
@@ -506,24 +506,18 @@ def _featurize(row: Row, work: dict) -> dict | str:
 def _featurize_pack(rows: list[Row], pauses: list[float], work: dict) -> dict | str:
     """One window: the rows' audio joined with the given pauses; its segments, where every row's
     are known, shifted to their place in the window."""
-    pieces, segments, offset = [], [], 0.0
-    for row, pause in zip(rows, pauses):
-        try:
-            audio = load_audio(row.audio)
-        except GalwhisperError as exc:
-            return str(exc)
-        pieces += [np.zeros(round(pause * SAMPLE_RATE), np.float32), audio]
-        offset += round(pause * SAMPLE_RATE) / SAMPLE_RATE
-        if segments is not None and row.segments:
-            segments += [(offset + start, offset + end, text) for start, end, text in row.segments]
-        else:
-            segments = None
-        offset += len(audio) / SAMPLE_RATE
-    audio = np.concatenate(pieces)
+    try:
+        clips = [load_audio(row.audio) for row in rows]
+    except GalwhisperError as exc:
+        return str(exc)
+    audio, starts = join_with_pauses(clips, pauses)
+    segments = None
+    if all(row.segments for row in rows):
+        segments = [(at + start, at + end, text) for row, at in zip(rows, starts) for start, end, text in row.segments]
     sentence = " ".join(row.sentence.strip() for row in rows)
     labels = features.label_ids(_TOKENIZER, sentence, work["language"], work["task"])
     window_id = "+".join(row.id for row in rows)[:200]
-    return _example(window_id, sentence, audio, labels, _timed(segments, offset, work), len(rows), work)
+    return _example(window_id, sentence, audio, labels, _timed(segments, len(audio) / SAMPLE_RATE, work), len(rows), work)
 
 
 def _timed(segments, seconds: float, work: dict) -> list[int]:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from galwhisper import options
-from galwhisper.audio import SAMPLE_RATE, load_audio
+from galwhisper.audio import SAMPLE_RATE, join_with_pauses, load_audio
 from galwhisper.errors import GalwhisperError, bars_disabled
 from galwhisper.files import cache_root, write_json_atomic
 
@@ -495,15 +495,16 @@ def long_form(corpus_dir: Path, split: str = "test", seconds: float = 180.0, see
     if not rows:
         raise GalwhisperError(f"{corpus_dir}: no {split} clips to build long-form audio from")
     rng = np.random.default_rng(seed)
-    pieces, truth, offset = [], [], 0.0
+    used, clips, gaps, total = [], [], [], 0.0
     for row in rows:
-        if offset >= seconds:
+        if total >= seconds:
             break
-        pause = np.zeros(round(float(rng.uniform(*pauses)) * SAMPLE_RATE), np.float32)
-        clip = load_audio(row.audio)
-        offset += len(pause) / SAMPLE_RATE
-        for start, end, text in row.segments or [(0.0, len(clip) / SAMPLE_RATE, row.sentence)]:
-            truth.append((round(offset + start, 3), round(offset + end, 3), text))
-        pieces += [pause, clip]
-        offset += len(clip) / SAMPLE_RATE
-    return np.concatenate(pieces), truth
+        gaps.append(float(rng.uniform(*pauses)))
+        clips.append(load_audio(row.audio))
+        used.append(row)
+        total += round(gaps[-1] * SAMPLE_RATE) / SAMPLE_RATE + len(clips[-1]) / SAMPLE_RATE
+    audio, starts = join_with_pauses(clips, gaps)
+    truth = [(round(at + start, 3), round(at + end, 3), text)
+             for row, clip, at in zip(used, clips, starts)
+             for start, end, text in row.segments or [(0.0, len(clip) / SAMPLE_RATE, row.sentence)]]
+    return audio, truth

@@ -196,10 +196,9 @@ class Transcriber:
         segments = window.segments
         problem = window_problem(" ".join(s.text for s in segments), window.avg_logprob, o, window.compression_ratio)
         if problem:
-            first = window
             retry = self._decode_again(audio, window, o, language)
             # An empty retry (VAD heard nothing) never replaces text: the cut below handles that.
-            better = bool(retry.segments) and _loop_rank(retry, o) < _loop_rank(first, o)
+            better = bool(retry.segments) and _loop_rank(retry, o) < _loop_rank(window, o)
             if better:
                 segments = retry.segments
             kept = "kept the new text" if better else "kept the first text"
