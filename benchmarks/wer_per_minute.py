@@ -4,7 +4,7 @@ corpus: the measurement `cpu-base` (the demo's preset) is chosen from.
 Every configuration starts from the bundled Whisper base and trains on the demo's corpus (the whole
 synthetic corpus: 617 training sentences in 52 espeak-ng voices) for the same time budget
 (MINUTES of training steps, as `--max-minutes` does it: the step count is set from the measured
-step time and the linear schedule ends there), batch 8, bf16 autocast where the CPU has bf16,
+step time and the linear schedule ends there), batch 8 unless named, bf16 autocast where the CPU has bf16,
 evaluating WER on the first 32 validation clips (the demo's setting) at a fixed step interval. A TrainerCallback sums the time of the training steps alone (not the
 evaluations or checkpoints between them): both wall time and the process's CPU time / cores, as
 other jobs on the machine inflate wall time. Preparation (packing, caching encoder states) is
@@ -33,6 +33,8 @@ PACKED = dict(pack=True, pack_min_seconds=20, pack_singles=0.1)  # the demo's pa
 CONFIGS = {
     "unpacked clips, full": ({}, dict(eval_steps=7)),
     "packed 20-28 s, full (cpu-base)": (PACKED, dict(eval_steps=7)),
+    "packed, full, batch 4": (PACKED, dict(batch_size=4, eval_steps=14)),
+    "packed, full, batch 2": (PACKED, dict(batch_size=2, eval_steps=28)),
     "packed, bottom 4 of 6 encoder layers cached": (dict(PACKED, cache_encoder=True, cache_encoder_layers=4),
                                                     dict(mode="cached-encoder", eval_steps=14)),
     "packed, decoder only (whole encoder cached)": (dict(PACKED, cache_encoder=True), dict(mode="cached-encoder", eval_steps=30)),

@@ -117,7 +117,8 @@ PRESETS: dict[str, dict] = {
     # Chosen by benchmarks/wer_per_minute.py (validation WER after 3 minutes of training, AMD EPYC,
     # 2 cores): the whole model on packed 20-28 s windows (prepare --pack) 34.5%, against 51.2% on
     # single clips, 55.5% with the bottom 4 encoder layers cached and 56.9% decoder-only; lr 2e-4
-    # (1e-4 learnt slower in the same minutes), batch 8 (4 was no better per minute). Timestamped
+    # (1e-4 learnt slower in the same minutes), batch 8 (batches of 4 and 2 were within the seed's
+    # spread of up to 8 points: benchmarks/README.md, batch size and seeds). Timestamped
     # targets for 20% of the timed samples, as distil-whisper trains. Meant to run under a time
     # budget (6 minutes; the demo sets it from what the machine measured), so max_steps is only a
     # ceiling. The demo measures zero-shot WER itself: no step-0 evaluation.
