@@ -9,7 +9,7 @@ import jiwer
 import pytest
 from transformers.models.whisper.english_normalizer import BasicTextNormalizer
 
-from conftest import GALICIAN, assert_one_line_error, run_cli, run_main
+from conftest import GALICIAN, assert_one_line_error, run_cli, run_main, speak
 from galwhisper import models
 from galwhisper.evaluate import EvaluateConfig, evaluate
 
@@ -62,3 +62,31 @@ def test_bad_data_and_model_are_one_line_errors(tiny_prepared, tmp_path):
     assert_one_line_error(run_main("evaluate", "--model", "base", "--data", str(tmp_path)), "neither a prepared folder")
     assert_one_line_error(run_main("evaluate", "--model", str(tmp_path / "no"), "--data", str(tiny_prepared)), "model not found")
     assert_one_line_error(run_main("evaluate", "--model", "base", "--data", str(tiny_prepared), "--split", "nope"), "no prepared split")
+
+
+# Clearly different lengths, so batching by length reorders them; English, which the bundled base
+# transcribes well, so a hypothesis paired with the wrong clip shows as a high WER.
+ENGLISH_SENTENCES = [
+    "Good morning.",
+    "The birch canoe slid on the smooth planks and came to rest by the old wooden dock near the lake.",
+    "Glue the sheet to the dark blue background.",
+    "It is easy to tell the depth of a well.",
+    "These days a chicken leg is a rare dish, and the juice of lemons makes fine punch for a summer party.",
+]
+
+
+@pytest.mark.parametrize("engine", ["ct2", "torch"])
+def test_length_batches_keep_each_transcript_with_its_clip(tmp_path, engine):
+    manifest = tmp_path / "en.tsv"
+    clips = [speak(text, tmp_path / f"en{i}.wav", voice="en-us", speed=150) for i, text in enumerate(ENGLISH_SENTENCES)]
+    manifest.write_text("path\tsentence\n" + "".join(f"{c}\t{t}\n" for c, t in zip(clips, ENGLISH_SENTENCES)), encoding="utf-8")
+    out = tmp_path / "eval"
+    evaluate(EvaluateConfig(models=["base"], data=f"manifest:{manifest}", language="en", batch_size=2, engine=engine,
+                            out=str(out)), progress=False)
+    rows = list(csv.DictReader(open(next(out.glob("utterances-1-*.tsv")), encoding="utf-8"), delimiter="\t"))
+    assert sorted(r["reference"] for r in rows) == sorted(ENGLISH_SENTENCES)
+    norm = lambda t: " ".join(BasicTextNormalizer()(t).split()) or "-"  # noqa: E731
+    for row in rows:  # each transcript is far closer to its own clip's sentence than to any other
+        own = jiwer.wer(norm(row["reference"]), norm(row["hypothesis"]))
+        others = [jiwer.wer(norm(text), norm(row["hypothesis"])) for text in ENGLISH_SENTENCES if text != row["reference"]]
+        assert own <= 0.5 and own < min(others) - 0.3, (row, own, others)

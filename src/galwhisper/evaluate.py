@@ -130,15 +130,16 @@ def _transcribe_ct2(spec: str, dataset, config: EvaluateConfig) -> tuple[list[st
     whisper = models.load_whisper(spec, config.compute_type)
     tokenizer = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task=config.task, language=config.language)
     prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
-    started, texts = time.perf_counter(), []
-    for start in range(0, len(dataset), config.batch_size):
-        rows = dataset[start : start + config.batch_size]
+    started, texts = time.perf_counter(), [""] * len(dataset)
+    for indices in features.length_batches(dataset["seconds"], config.batch_size):
+        rows = dataset[indices]
         mels = [np.asarray(m, dtype=np.float32).T for m in rows["input_features"]]
         batch = ctranslate2.StorageView.from_array(features.stack_inputs(mels))
         budget = features.token_budget(float(np.max(rows["seconds"])), config.max_new_tokens)
         results = whisper.model.generate(batch, [prompt] * len(mels), beam_size=config.beam_size,
                                          max_length=budget + len(prompt), suppress_blank=True)
-        texts += [tokenizer.decode(r.sequences_ids[0]).strip() for r in results]
+        for index, result in zip(indices, results):
+            texts[index] = tokenizer.decode(result.sequences_ids[0]).strip()
     return texts, time.perf_counter() - started
 
 
@@ -166,12 +167,12 @@ def generate_texts(model, tokenizer, dataset, language: str, task: str, batch_si
 
     model.eval()
     device = next(model.parameters()).device
-    texts: list[str] = []
+    texts = [""] * len(dataset)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # generate() advises on max_length and masks once per batch: noise here
     try:
-        for start in range(0, len(dataset), batch_size):
-            batch = dataset[start : start + batch_size]
+        for indices in features.length_batches(dataset["seconds"], batch_size):
+            batch = dataset[indices]
             mels = [np.asarray(m, dtype=np.float32).T for m in batch["input_features"]]
             inputs = torch.from_numpy(features.stack_inputs(mels)).to(device)
             budget = features.token_budget(float(np.max(batch["seconds"])), max_new_tokens)
@@ -181,10 +182,11 @@ def generate_texts(model, tokenizer, dataset, language: str, task: str, batch_si
                 # step re-ran the encoder (~10x slower evaluations).
                 ids = model.generate(input_features=inputs, language=language, task=task, num_beams=beam_size,
                                      max_new_tokens=budget, use_cache=True)
-            texts += tokenizer.batch_decode(ids, skip_special_tokens=True)
+            for index, text in zip(indices, tokenizer.batch_decode(ids, skip_special_tokens=True)):
+                texts[index] = text.strip()
     finally:
         hf_logging.set_verbosity(verbosity)
-    return [t.strip() for t in texts]
+    return texts
 
 
 def evaluate(config: EvaluateConfig, progress: bool = True) -> list[ModelResult]:

@@ -129,6 +129,14 @@ def token_budget(seconds: float, cap: int = MAX_NEW_TOKENS) -> int:
     return max(16, min(cap, int(TOKENS_PER_SECOND * seconds) + 16))
 
 
+def length_batches(seconds, batch_size: int) -> list[list[int]]:
+    """Row indices in batches of clips of similar length, longest first: a batch's token budget
+    (from its longest clip) then fits each clip in it, so a clip's transcript does not depend on
+    its neighbours, and a looping hypothesis is not decoded past its own clip's budget."""
+    order = np.argsort(-np.asarray(seconds, dtype=np.float64), kind="stable")
+    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
 # ---------------------------------------------------------------------------------------------
 # Encoder states, for caching the bottom of a frozen encoder
 
