@@ -538,8 +538,6 @@ def test_live_tab(open_page, minute_talk, screenshots):
 # Load: eight API clients on the classic tabs and two Live sessions at once
 
 
-@browser
-@needs_chromium
 def _record_live_audio(monkeypatch) -> dict:
     """What each Live session of the in-process server received, at 16 kHz (a spy on
     LiveTranscriber.feed: the model and the policy run unchanged)."""
@@ -555,6 +553,8 @@ def _record_live_audio(monkeypatch) -> dict:
     return received
 
 
+@browser
+@needs_chromium
 def test_load_eight_clients_and_two_live_sessions(playwright, server, media_site, galician_clips, reference, tmp_path, capsys,
                                                    monkeypatch):
     # The Live sessions speak English: on synthetic Galician the zero-shot base is ~100% wrong
