@@ -131,13 +131,9 @@ def _transcribe_ct2(spec: str, dataset, config: EvaluateConfig) -> tuple[list[st
     tokenizer = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task=config.task, language=config.language)
     prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
     started, texts = time.perf_counter(), [""] * len(dataset)
-    for indices in features.length_batches(dataset["seconds"], config.batch_size):
-        rows = dataset[indices]
-        mels = [np.asarray(m, dtype=np.float32).T for m in rows["input_features"]]
-        batch = ctranslate2.StorageView.from_array(features.stack_inputs(mels))
-        budget = features.token_budget(float(np.max(rows["seconds"])), config.max_new_tokens)
-        results = whisper.model.generate(batch, [prompt] * len(mels), beam_size=config.beam_size,
-                                         max_length=budget + len(prompt), suppress_blank=True)
+    for indices, inputs, budget in _feature_batches(dataset, config.batch_size, config.max_new_tokens):
+        results = whisper.model.generate(ctranslate2.StorageView.from_array(inputs), [prompt] * len(indices),
+                                         beam_size=config.beam_size, max_length=budget + len(prompt), suppress_blank=True)
         for index, result in zip(indices, results):
             texts[index] = tokenizer.decode(result.sequences_ids[0]).strip()
     return texts, time.perf_counter() - started
@@ -160,6 +156,15 @@ def _transcribe_torch(spec: str, dataset, config: EvaluateConfig) -> tuple[list[
 # Decoding prepared features: CTranslate2, or transformers' generate (validation during training too)
 
 
+def _feature_batches(dataset, batch_size: int, max_new_tokens: int):
+    """(row indices, their log-mels stacked for the encoder, the batch's token budget) for each
+    batch of prepared clips of similar length: what both engines decode."""
+    for indices in features.length_batches(dataset["seconds"], batch_size):
+        rows = dataset[indices]
+        mels = [np.asarray(m, dtype=np.float32).T for m in rows["input_features"]]
+        yield indices, features.stack_inputs(mels), features.token_budget(float(np.max(rows["seconds"])), max_new_tokens)
+
+
 def generate_texts(model, tokenizer, dataset, language: str, task: str, batch_size: int = 16,
                    max_new_tokens: int = 128, autocast_dtype=None, beam_size: int = 1) -> list[str]:
     import torch
@@ -171,17 +176,13 @@ def generate_texts(model, tokenizer, dataset, language: str, task: str, batch_si
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # generate() advises on max_length and masks once per batch: noise here
     try:
-        for indices in features.length_batches(dataset["seconds"], batch_size):
-            batch = dataset[indices]
-            mels = [np.asarray(m, dtype=np.float32).T for m in batch["input_features"]]
-            inputs = torch.from_numpy(features.stack_inputs(mels)).to(device)
-            budget = features.token_budget(float(np.max(batch["seconds"])), max_new_tokens)
+        for indices, inputs, budget in _feature_batches(dataset, batch_size, max_new_tokens):
             with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
                                                         enabled=autocast_dtype is not None):
                 # use_cache: training switches the KV cache off, and without it every decoding
                 # step re-ran the encoder (~10x slower evaluations).
-                ids = model.generate(input_features=inputs, language=language, task=task, num_beams=beam_size,
-                                     max_new_tokens=budget, use_cache=True)
+                ids = model.generate(input_features=torch.from_numpy(inputs).to(device), language=language, task=task,
+                                     num_beams=beam_size, max_new_tokens=budget, use_cache=True)
             for index, text in zip(indices, tokenizer.batch_decode(ids, skip_special_tokens=True)):
                 texts[index] = text.strip()
     finally:
