@@ -203,19 +203,27 @@ def test_precision_follows_the_hardware():
     assert cpu_has_bf16("flags : fpu sse avx512f avx512_bf16 amx_tile") and not cpu_has_bf16("flags : fpu sse avx2")
 
 
-def test_time_budget_sets_the_steps_from_measured_speed(galician_clips, tmp_path):
-    """--max-minutes: after timing the first steps, training stops where the budget ends (well
-    before max_steps here) and the linear schedule has decayed to zero by then."""
+@pytest.fixture(scope="module")
+def tiny_model_features(galician_clips, tmp_path_factory):
+    """A tiny random Whisper (fast steps) and the Galician clips prepared for it: (model, features)."""
     import families
     from conftest import GALICIAN
     from galwhisper.prepare import PrepareConfig, prepare
 
-    model = families.build("tiny", tmp_path / "model")
-    manifest = tmp_path / "m.tsv"
+    folder = tmp_path_factory.mktemp("tiny-model")
+    model = families.build("tiny", folder / "model")
+    manifest = folder / "m.tsv"
     manifest.write_text("path\tsentence\tsplit\n" + "".join(f"{c}\t{t}\t{s}\n" for c, t, s in zip(
         galician_clips, GALICIAN, ["train", "train", "train", "train", "validation"])), encoding="utf-8")
-    prepare(PrepareConfig(source=f"manifest:{manifest}", out_dir=tmp_path / "f", model=str(model)), progress=False)
-    config = make_config(None, features=str(tmp_path / "f"), out=str(tmp_path / "run"), model=str(model), max_steps=500,
+    prepare(PrepareConfig(source=f"manifest:{manifest}", out_dir=folder / "f", model=str(model)), progress=False)
+    return model, folder / "f"
+
+
+def test_time_budget_sets_the_steps_from_measured_speed(tiny_model_features, tmp_path):
+    """--max-minutes: after timing the first steps, training stops where the budget ends (well
+    before max_steps here) and the linear schedule has decayed to zero by then."""
+    model, features = tiny_model_features
+    config = make_config(None, features=str(features), out=str(tmp_path / "run"), model=str(model), max_steps=500,
                          max_minutes=0.5, eval_steps=500, batch_size=2, eval_batch_size=1, warmup_steps=1,
                          learning_rate=1e-4, logging_steps=1, generation_max_tokens=4, eval_on_start=False)
     summary = train(config, progress=False)
@@ -226,3 +234,28 @@ def test_time_budget_sets_the_steps_from_measured_speed(galician_clips, tmp_path
     assert summary["best_step"] == summary["steps"]  # the last step was evaluated
     with pytest.raises(GalwhisperError, match="--lr-scheduler cosine: a time budget"):
         make_config(None, max_minutes=1, lr_scheduler="cosine")
+
+
+def test_without_validation_the_last_weights_are_kept(tiny_model_features, tmp_path):
+    """--no-validation (what the demo trains with): no evaluation at any step, even where
+    eval_steps says so; best/ is the last step's weights, still checkpointed for --resume, and
+    the run says so in its summary, history and card."""
+    from safetensors.torch import load_file
+
+    model, features = tiny_model_features
+    run = tmp_path / "run"
+    proc = run_cli("train", "--features", str(features), "--out", str(run), "--model", str(model), "--no-validation",
+                   "--max-steps", "3", "--eval-steps", "1", "--batch-size", "2", "--warmup-steps", "0", "--logging-steps", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "no validation: the last weights (step 3)" in proc.stdout
+    summary = json.loads((run / "train.json").read_text())
+    assert summary["steps"] == 3 and summary["best_wer"] is None and summary["config"]["validate"] is False
+    history = list(csv.DictReader(open(run / "history.csv")))
+    assert [r["eval_loss"] for r in history] == [""] * 3 and all(float(r["train_loss"]) > 0 for r in history)
+    kept, last = load_file(run / "best" / "model.safetensors"), load_file(run / "checkpoints" / "checkpoint-3" / "model.safetensors")
+    assert all(torch.equal(kept[k], last[k]) for k in last)
+    assert (run / "checkpoints" / "checkpoint-3" / COMPLETE).is_file()
+    assert "no validation: the last weights (step 3)" in (run / "best" / "README.md").read_text()
+    assert_one_line_error(run_main("train", "--features", str(features), "--out", str(tmp_path / "x"), "--no-validation",
+                                   "--early-stopping", "2"), "--early-stopping 2", "--no-validation")
+

@@ -34,6 +34,13 @@ def _results(card_data, task: str = "automatic-speech-recognition"):
     return [EvalResult(task_type=task, **result) for result in card_data]
 
 
+def chosen_weights(summary: dict) -> str:
+    """Which weights a finished run kept, as the CLI, the model card and the demo's report say it."""
+    if summary.get("best_wer") is None:
+        return f"no validation: the last weights (step {summary['steps']})"
+    return f"best validation WER {100 * summary['best_wer']:.2f}% at step {summary['best_step']}"
+
+
 def card_text(run_dir: Path, test_results: list[dict] | None = None) -> str:
     """The card of a finished run: its train.json and prepare.json, plus `test_results`
     (dataset_name, dataset_type, dataset_split, metric_type, metric_value, ...) if any."""
@@ -70,7 +77,7 @@ Whisper fine-tuned for {language_name(config['language']).title()} ({config['lan
 - mode `{config['mode']}`, {summary['steps']} steps of batch {config['batch_size']}, learning rate {config['learning_rate']}
   ({config['lr_scheduler']}, {config['warmup_steps']} warm-up steps), precision {summary['precision']}, {summary.get('world_size', 1)} process(es)
 - timestamped targets: {"yes, rate " + str(config.get('timestamp_rate')) if summary.get('timestamps') else "no"}
-- best checkpoint by validation WER: step {summary['best_step']}, WER {100 * (summary['best_wer'] or 0):.2f}%
+- weights kept: {chosen_weights(summary)}
 
 ## Use
 

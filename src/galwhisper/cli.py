@@ -296,23 +296,25 @@ def add_train(p) -> None:
     p.add_argument("--precision", choices=PRECISIONS)
     p.add_argument("--lr-scheduler", help="linear | cosine | constant_with_warmup ...")
     numbers = {int: ("max_steps", "eval_steps", "save_steps", "warmup_steps", "batch_size", "eval_batch_size",
-                     "grad_accum", "max_eval_samples", "seed"),
+                     "grad_accum", "max_eval_samples", "logging_steps", "seed"),
                float: ("learning_rate", "weight_decay", "timestamp_rate", "max_minutes")}
     for kind, names in numbers.items():
         for name in names:
             p.add_argument("--" + name.replace("_", "-"), type=kind)
     p.add_argument("--early-stopping", type=int, metavar="N", help="stop after N evaluations without improvement")
+    p.add_argument("--no-validation", dest="validate", action="store_false", default=None,
+                   help="no validation: keep the last weights (when you test them yourself right after)")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
 
 
 def run_train(args) -> int:
+    from galwhisper.card import chosen_weights
     from galwhisper.train import make_config, train
 
     given = _given(args)
     summary = train(make_config(given.pop("preset", None), **given))
-    print(f"best validation WER {100 * (summary['best_wer'] or 0):.2f}% at step {summary['best_step']} "
-          f"({summary['steps']} steps, {summary['train_seconds']:.0f} s) -> {args.out}/best, {args.out}/best-ct2")
+    print(f"{chosen_weights(summary)} ({summary['steps']} steps, {summary['train_seconds']:.0f} s) -> {args.out}/best, {args.out}/best-ct2")
     return 0
 
 

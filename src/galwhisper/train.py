@@ -75,6 +75,9 @@ class TrainConfig:
     early_stopping: int | None = None  # evaluations without improvement before stopping
     eval_on_start: bool = True  # a step-0 point on the curves (zero-shot validation WER)
     max_eval_samples: int | None = None
+    # False: no validation at all, the last weights are the result; for a caller that tests them
+    # right after (the demo: with one candidate a validation chooses nothing, and costs ~3 steps).
+    validate: bool = True
     generation_max_tokens: int = MAX_NEW_TOKENS  # upper cap; features.token_budget cuts loops by clip length
     logging_steps: int = 10
     lora_rank: int = 32
@@ -100,6 +103,8 @@ class TrainConfig:
         options.number("weight_decay", self.weight_decay, strict=False, maximum=1.0)
         options.number("timestamp_rate", self.timestamp_rate, strict=False, maximum=1.0)
         options.number("max_minutes", self.max_minutes, optional=True)
+        if self.early_stopping and not self.validate:
+            raise options.refuse("early_stopping", self.early_stopping, "it counts validations, and --no-validation turns them off")
         if self.max_minutes is not None and self.lr_scheduler != "linear":
             raise options.refuse("lr_scheduler", self.lr_scheduler, "a time budget (--max-minutes) uses the linear schedule")
 
@@ -277,13 +282,13 @@ def training_arguments(config: TrainConfig, run_dir: Path, precision: str, progr
         lr_scheduler_type=config.lr_scheduler,
         weight_decay=config.weight_decay,
         warmup_steps=config.warmup_steps,
-        eval_strategy="steps",
+        eval_strategy="steps" if config.validate else "no",
         eval_steps=config.eval_steps,
-        eval_on_start=config.eval_on_start,  # train() turns it off when resuming
+        eval_on_start=config.eval_on_start and config.validate,  # train() turns it off when resuming
         save_strategy="steps",
         save_steps=config.save_steps or config.eval_steps,
         save_total_limit=None,  # rotation is ours, after the completeness marker
-        load_best_model_at_end=True,
+        load_best_model_at_end=config.validate,
         metric_for_best_model="wer",
         greater_is_better=False,
         logging_steps=config.logging_steps,
@@ -355,14 +360,14 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     args = training_arguments(config, run_dir, precision, progress)  # starts the process group, if any
     with args.main_process_first(desc="run folder"):  # the first process cleans up, the others then see it clean
         resume_from = prepare_run_dir(run_dir, config.resume)
-    args.eval_on_start = config.eval_on_start and resume_from is None
+    args.eval_on_start = args.eval_on_start and resume_from is None
 
     model, processor = build_model(config, splits.prepared.get("cache_encoder_layers"))
     tokenizer = processor.tokenizer
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     prompt = features.prompt_ids(tokenizer, config.language, config.task)
     timed = config.timestamp_rate > 0 and "timed_labels" in splits.train.column_names and any(map(len, splits.train["timed_labels"]))
-    callbacks = [CheckpointMarker(), FinalEvaluation()]
+    callbacks = [CheckpointMarker(), FinalEvaluation(config.validate)]
     if config.early_stopping:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
     trainer = GalwhisperTrainer(
@@ -374,7 +379,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                                config.timestamp_rate if timed else 0.0, config.seed),
         callbacks=callbacks,
         wer_of=validation_wer(config, splits.validation, tokenizer, autocast_dtype),
-        budget=TimeBudget(config.max_minutes, config.warmup_steps) if config.max_minutes else None,
+        budget=TimeBudget(config.max_minutes, config.warmup_steps, config.validate) if config.max_minutes else None,
     )
     train_started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -496,9 +501,10 @@ def write_history(history: list[dict], run_dir: Path) -> None:
         writer.writerows(history)
     # Like the original study's table: one row per evaluation, with the last training loss.
     last_loss, lines = None, ["| Step | Training Loss | Validation Loss | WER (%) | WER raw (%) |", "|---:|---:|---:|---:|---:|"]
+    validated = any(row["eval_loss"] is not None for row in history)
     for row in history:
         last_loss = row["train_loss"] if row["train_loss"] is not None else last_loss
-        if row["eval_loss"] is not None:
+        if row["eval_loss"] is not None or not validated:  # without validation: the training loss alone
             lines.append(f"| {row['step']} | {_fmt(last_loss)} | {_fmt(row['eval_loss'])} | "
                          f"{_fmt(row['wer'], 100, 2)} | {_fmt(row['wer_raw'], 100, 2)} |")
     write_text_atomic(run_dir / "history.md", "\n".join(lines) + "\n")
