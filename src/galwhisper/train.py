@@ -120,9 +120,9 @@ PRESETS: dict[str, dict] = {
     "turbo": dict(model="openai/whisper-large-v3-turbo", max_steps=53630, eval_steps=1000, learning_rate=1e-5,
                   lr_scheduler="linear", warmup_steps=800, batch_size=16),
     # Chosen by benchmarks/wer_per_minute.py (validation WER after 3 minutes of training, AMD EPYC,
-    # 2 cores): the whole model on packed 20-28 s windows (prepare --pack) 34.5%, against 51.2% on
+    # 2 cores): the whole model on packed windows (prepare --pack) 34.5%, against 51.2% on
     # single clips, 55.5% with the bottom 4 encoder layers cached and 56.9% decoder-only; lr 2e-4
-    # (1e-4 learnt slower in the same minutes), batch 8 (batches of 4 and 2 were within the seed's
+    # (1e-4 learnt slower in the same minutes, 3e-4 and 4e-4 worse), batch 8 (batches of 4 and 2 were within the seed's
     # spread of up to 8 points: benchmarks/README.md, batch size and seeds). Timestamped
     # targets for 20% of the timed samples, as distil-whisper trains. Meant to run under a time
     # budget (6 minutes; the demo sets it from what the machine measured), so max_steps is only a
