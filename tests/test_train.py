@@ -238,11 +238,13 @@ def test_time_budget_sets_the_steps_from_measured_speed(tiny_model_features, tmp
 
 def test_without_validation_the_last_weights_are_kept(tiny_model_features, tmp_path):
     """--no-validation (what the demo trains with): no evaluation at any step, even where
-    eval_steps says so; best/ is the last step's weights, still checkpointed for --resume, and
-    the run says so in its summary, history and card."""
+    eval_steps says so, and no validation split needed; best/ is the last step's weights, still
+    checkpointed for --resume, and the run says so in its summary, history and card."""
     from safetensors.torch import load_file
 
-    model, features = tiny_model_features
+    model, prepared = tiny_model_features
+    features = tmp_path / "features"
+    shutil.copytree(prepared, features, ignore=shutil.ignore_patterns("validation"))
     run = tmp_path / "run"
     proc = run_cli("train", "--features", str(features), "--out", str(run), "--model", str(model), "--no-validation",
                    "--max-steps", "3", "--eval-steps", "1", "--batch-size", "2", "--warmup-steps", "0", "--logging-steps", "1")

@@ -122,8 +122,8 @@ PRESETS: dict[str, dict] = {
     # Chosen by benchmarks/wer_per_minute.py (validation WER after 3 minutes of training, AMD EPYC,
     # 2 cores): the whole model on packed windows (prepare --pack) 34.5%, against 51.2% on
     # single clips, 55.5% with the bottom 4 encoder layers cached and 56.9% decoder-only; lr 2e-4
-    # (1e-4 learnt slower in the same minutes, 3e-4 and 4e-4 worse), batch 8 (batches of 4 and 2 were within the seed's
-    # spread of up to 8 points: benchmarks/README.md, batch size and seeds). Timestamped
+    # (1e-4 learnt slower in the same minutes, 3e-4 and 4e-4 worse), batch 8 (batches of 4 and 2
+    # were within the seed's spread of up to 8 points: benchmarks/README.md). Timestamped
     # targets for 20% of the timed samples, as distil-whisper trains. Meant to run under a time
     # budget (6 minutes; the demo sets it from what the machine measured), so max_steps is only a
     # ceiling. The demo measures zero-shot WER itself: no step-0 evaluation.
@@ -204,13 +204,13 @@ def load_splits(config: TrainConfig) -> Splits:
     prepared = load_prepared(config.features)
     check_compatible(prepared, config.model, config.features)
     train_set = load_split(config.features, "train")
-    eval_set = load_split(config.features, "validation")
-    if config.max_eval_samples:
+    eval_set = load_split(config.features, "validation") if config.validate else None  # --no-validation: none needed
+    if eval_set is not None and config.max_eval_samples:
         eval_set = eval_set.select(range(min(config.max_eval_samples, len(eval_set))))
-    without_cache = lambda d: d.remove_columns([c for c in ("encoder_hidden",) if c in d.column_names])  # noqa: E731
+    without_cache = lambda d: d if d is None else d.remove_columns([c for c in ("encoder_hidden",) if c in d.column_names])  # noqa: E731
     if config.mode != "cached-encoder":
         return Splits(prepared, without_cache(train_set), eval_set, without_cache(eval_set))
-    if "encoder_hidden" not in train_set.column_names or "encoder_hidden" not in eval_set.column_names:
+    if any(d is not None and "encoder_hidden" not in d.column_names for d in (train_set, eval_set)):
         raise GalwhisperError(f"{config.features}: has no cached encoder outputs; run prepare with --cache-encoder")
     cached_with = prepared.get("settings", {}).get("model")
     if cached_with != config.model:
@@ -378,7 +378,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         data_collator=Collator(len(prompt), prompt[-1], tokenizer.pad_token_id, config.mode == "cached-encoder",
                                config.timestamp_rate if timed else 0.0, config.seed),
         callbacks=callbacks,
-        wer_of=validation_wer(config, splits.validation, tokenizer, autocast_dtype),
+        wer_of=validation_wer(config, splits.validation, tokenizer, autocast_dtype) if config.validate else None,
         budget=TimeBudget(config.max_minutes, config.warmup_steps, config.validate) if config.max_minutes else None,
     )
     train_started = time.perf_counter()
