@@ -367,7 +367,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     prompt = features.prompt_ids(tokenizer, config.language, config.task)
     timed = config.timestamp_rate > 0 and "timed_labels" in splits.train.column_names and any(map(len, splits.train["timed_labels"]))
-    callbacks = [CheckpointMarker(), FinalEvaluation(config.validate)]
+    callbacks = [CheckpointMarker(), FinalEvaluation()]
     if config.early_stopping:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
     trainer = GalwhisperTrainer(
@@ -379,7 +379,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                                config.timestamp_rate if timed else 0.0, config.seed),
         callbacks=callbacks,
         wer_of=validation_wer(config, splits.validation, tokenizer, autocast_dtype) if config.validate else None,
-        budget=TimeBudget(config.max_minutes, config.warmup_steps, config.validate) if config.max_minutes else None,
+        budget=TimeBudget(config.max_minutes, config.warmup_steps) if config.max_minutes else None,
     )
     train_started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

@@ -69,13 +69,15 @@ class FinalEvaluation(TrainerCallback):
     """Evaluate (unless there is no validation) and save at the last step too, so the final
     weights compete for best."""
 
-    def __init__(self, validate: bool = True):
-        self.validate = validate
-
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps:
-            control.should_evaluate, control.should_save = self.validate, True
+            control.should_evaluate, control.should_save = validates(args), True
         return control
+
+
+def validates(args) -> bool:
+    """Whether the run validates at all (train --no-validation sets the eval strategy "no")."""
+    return args.eval_strategy != "no"
 
 
 class CachedBottomEncoder(WhisperEncoder):
@@ -112,8 +114,8 @@ class TimeBudget(TrainerCallback):
     rate, warmed up linearly for `warmup` steps, decays linearly to zero at that step. Under
     torchrun the first process's estimate is used by all."""
 
-    def __init__(self, minutes: float, warmup: int, validate: bool = True, calibration_steps: int = 3):
-        self.minutes, self.warmup, self.validate, self.calibration_steps = minutes, warmup, validate, calibration_steps
+    def __init__(self, minutes: float, warmup: int, calibration_steps: int = 3):
+        self.minutes, self.warmup, self.calibration_steps = minutes, warmup, calibration_steps
         self.steps = 0
         self._durations: list[float] = []
         self._started = 0.0
@@ -136,7 +138,7 @@ class TimeBudget(TrainerCallback):
             print(f"train: {step_seconds:.1f} s a step here: {self.steps} steps fit the {self.minutes:g}-minute budget", flush=True)
         if self.steps and state.global_step >= self.steps:
             control.should_training_stop = True
-            control.should_evaluate, control.should_save = self.validate, True  # the last weights compete for best
+            control.should_evaluate, control.should_save = validates(args), True  # the last weights compete for best
         return control
 
 
