@@ -37,6 +37,8 @@ def test_tiny_demo_end_to_end(tiny_demo, capsys):
     assert summary["splits"]["test"]["after"]["wer"] == report["after"]["test"]["wer"]
     assert set(summary["stage_seconds"]) >= {"corpus + features", "zero-shot evaluation", "fine-tuning"}
     assert summary["paths"]["model_ct2"].endswith("best-ct2") and summary["train"]["timestamps"] is True
+    card = (out / "run" / "best" / "README.md").read_text()  # trained without validation; the test WERs are in the card
+    assert "no validation: the last weights" in card and "split: test_unseen" in card
     # A second run reuses corpus, features, training and evaluations: nothing is rewritten.
     outputs = [out / "run" / "best-ct2" / "model.bin", out / "run" / "train.json", out / "eval" / "fine-tuned-test" / "results.json"]
     stamps = [p.stat().st_mtime_ns for p in outputs]
