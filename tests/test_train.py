@@ -219,19 +219,25 @@ def tiny_model_features(galician_clips, tmp_path_factory):
     return model, folder / "f"
 
 
-def test_time_budget_sets_the_steps_from_measured_speed(tiny_model_features, tmp_path):
+@pytest.mark.parametrize("validate", [True, False])
+def test_time_budget_sets_the_steps_from_measured_speed(tiny_model_features, tmp_path, validate):
     """--max-minutes: after timing the first steps, training stops where the budget ends (well
-    before max_steps here) and the linear schedule has decayed to zero by then."""
+    before max_steps here) and the linear schedule has decayed to zero by then; the last step is
+    validated, unless the run has no validation (as the demo trains)."""
     model, features = tiny_model_features
     config = make_config(None, features=str(features), out=str(tmp_path / "run"), model=str(model), max_steps=500,
                          max_minutes=0.5, eval_steps=500, batch_size=2, eval_batch_size=1, warmup_steps=1,
-                         learning_rate=1e-4, logging_steps=1, generation_max_tokens=4, eval_on_start=False)
+                         learning_rate=1e-4, logging_steps=1, generation_max_tokens=4, eval_on_start=False,
+                         validate=validate)
     summary = train(config, progress=False)
     assert 6 <= summary["steps"] < 500
     state = json.loads((tmp_path / "run" / "checkpoints" / f"checkpoint-{summary['steps']}" / "trainer_state.json").read_text())
     rates = [e["learning_rate"] for e in state["log_history"] if "learning_rate" in e]
     assert rates[-1] < 0.25 * max(rates)  # decayed towards zero at the budget's last step
-    assert summary["best_step"] == summary["steps"]  # the last step was evaluated
+    if validate:
+        assert summary["best_step"] == summary["steps"]  # the last step was evaluated
+    else:
+        assert summary["best_step"] is None and not any("eval_loss" in e for e in state["log_history"])
     with pytest.raises(GalwhisperError, match="--lr-scheduler cosine: a time budget"):
         make_config(None, max_minutes=1, lr_scheduler="cosine")
 
