@@ -26,7 +26,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from conftest import assert_one_line_error, ffmpeg, free_port, run_cli, serve_folder, speak
-from galwhisper.app import AppConfig, ModelCache, find_runs, hide_paths, launch, model_choices
+from galwhisper.app import AppConfig, LiveChunks, ModelCache, find_runs, hide_paths, launch, model_choices
 from galwhisper.audio import SAMPLE_RATE, StreamResampler, load_audio, write_wav
 from galwhisper.cli import build_parser
 from galwhisper.errors import GalwhisperError
@@ -534,6 +534,19 @@ def test_live_tab(open_page, minute_talk, screenshots):
     assert live_wer <= file_wer + 0.05, (live_wer, file_wer, live_text, file_text)
 
 
+def test_live_chunks_hand_over_what_gradio_replaced_in_order():
+    chunks = LiveChunks()
+    for n in range(5):
+        chunks.add("page-a", f"a{n}.wav")
+    chunks.add("page-b", "b0.wav")
+    assert chunks.take_until("page-a", "a0.wav") == ["a0.wav"]
+    assert chunks.take_until("page-a", "a3.wav") == ["a1.wav", "a2.wav", "a3.wav"]  # a1, a2 were replaced unread
+    assert chunks.take_until("page-a", "first.wav") == ["first.wav"]  # a chunk Gradio had before any was noted
+    assert chunks.take_until("page-b", "b0.wav") == ["b0.wav"]
+    assert chunks.take_all("page-a") == ["a4.wav"]  # Stop: the chunks no update read
+    assert chunks.take_all("page-a") == [] and chunks.take_all(None) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # Load: eight API clients on the classic tabs and two Live sessions at once
 
@@ -616,10 +629,11 @@ def test_load_eight_clients_and_two_live_sessions(playwright, server, media_site
 
     for (kind, item), (text, _) in zip(requests, answers):
         assert text and text == expected[str(item)], (kind, item, text)
-    # Each Live text against the file transcription of the audio that session received: two
-    # headless Chromiums and the server on 2 cores deliver damaged microphone audio (13.9 and
-    # 15.5 s of a 21-s talk, transcribed as a file at WER ~75%), which no live policy can mend;
-    # what the server does with what it gets is what is judged here.
+    # Every chunk the browsers posted reaches the model: Gradio alone kept only a stream's latest
+    # unread chunk, and 5.3-12.6 s of this 22.4-s talk arrived. Each Live text is judged against
+    # the file transcription of the audio that session received: two headless Chromiums starved
+    # of CPU capture it damaged (in order, but read as a file at WER 50-80%), which no live
+    # policy can mend.
     assert len(received) == 2 and len(finals) == 2
     heard, live_wers, received_wers = [], [], []
     for number, (parts, text) in enumerate(zip(received.values(), finals)):
@@ -629,7 +643,7 @@ def test_load_eight_clients_and_two_live_sessions(playwright, server, media_site
         as_file = reference(tmp_path / f"received-{number}.wav", "en")
         live_wers.append(error_rates([spoken], [text]).wer)
         received_wers.append(error_rates([spoken], [as_file]).wer)
-        assert heard[-1] >= 0.3 * seconds, (heard, seconds)  # 11.5-15.5 s of 22.4 s arrived in runs here
+        assert heard[-1] >= 0.75 * seconds, (heard, seconds)  # 21.4-22.6 s of 22.4 s arrived in runs here
         # Whisper's guesses at damaged audio differ between a whole file and ~1-s updates, so the
         # bound is loose: the live text is no more than 25 points worse than the file's.
         assert text and live_wers[-1] <= received_wers[-1] + 0.25, (text, as_file)

@@ -56,6 +56,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
+from fastapi import Request
+from fastapi.routing import APIRoute
+from gradio.data_classes import PredictBody  # the body of Gradio's /stream route, which keep_live_chunks wraps
 
 from galwhisper import models as model_specs
 from galwhisper import options
@@ -77,7 +80,9 @@ OUTPUT_MAX_AGE = 3600  # seconds an .srt we wrote is kept (Gradio serves its own
 # One download in the app may take this long (the CLI's cap, DownloadLimits', is 600 s): a
 # visitor's link that trickles a byte a second must not hold a download slot for ten minutes.
 APP_DOWNLOAD_TIMEOUT = 120.0
-LIVE_CHUNK_SECONDS = 1.0  # the browser sends the microphone this often: about one update a second
+LIVE_CHUNK_SECONDS = 1.0  # asked of Gradio; its Audio (6.x) posts the microphone every 0.1 s anyway
+LIVE_SLOTS = "live"  # the Live streams' concurrency id
+LIVE_CHUNKS_MAX_AGE = 7200.0  # seconds: the unread chunks of a page that left mid-recording are forgotten
 LIVE_FINISH_TIMEOUT = 300.0  # the last live update (after Stop) never waits longer than this
 
 # (label, value) for the language picker; any other Whisper code can be typed in.
@@ -328,6 +333,78 @@ def live_html(update: LiveUpdate | None) -> str:
     )
 
 
+class LiveChunks:
+    """The Live microphone chunks each page posted, in arrival order, not yet transcribed.
+
+    Gradio's browser side posts the microphone every 0.1 s, and its /stream route keeps only the
+    latest chunk of a stream until the queue reads it, so on a busy server chunks were replaced
+    unread (measured: 6-7 s of a 22-s talk reached the model while 8 other requests ran on 2
+    cores). `keep_live_chunks` notes every chunk here as it arrives; a Live update takes every
+    chunk up to the one Gradio hands it, and Stop takes the rest."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._paths: dict[str, list[str]] = {}  # page session -> chunk files
+        self._touched: dict[str, float] = {}
+
+    def add(self, page: str, path: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for stale in [key for key, when in self._touched.items() if now - when > LIVE_CHUNKS_MAX_AGE]:
+                self._paths.pop(stale, None), self._touched.pop(stale, None)  # a page that left mid-recording
+            self._paths.setdefault(page, []).append(path)
+            self._touched[page] = now
+
+    def take_until(self, page: str | None, path: str) -> list[str]:
+        """The chunks noted before `path` that Gradio replaced, then `path` itself."""
+        with self._lock:
+            paths = self._paths.get(page, [])
+            if path not in paths:
+                return [path]  # not noted: the stream's first chunk comes with the queue join
+            cut = paths.index(path) + 1
+            taken, self._paths[page] = paths[:cut], paths[cut:]
+            return taken
+
+    def take_all(self, page: str | None) -> list[str]:
+        with self._lock:
+            self._touched.pop(page, None)
+            return self._paths.pop(page, [])
+
+
+def keep_live_chunks(demo: gr.Blocks, chunks: LiveChunks) -> None:
+    """Put a route before Gradio's POST /stream/{event_id} that notes each Live chunk in
+    `chunks`, then hands the request on unchanged. Without that route (another Gradio), Live
+    works as Gradio delivers it."""
+    from gradio.route_utils import API_PREFIX
+
+    app, path = demo.server_app, f"{API_PREFIX}/stream/{{event_id}}"
+    gradios = [route for route in _routes(app.router.routes) if route.path == path and "POST" in route.methods]
+    if not gradios:
+        logging.getLogger(__name__).warning("Live: Gradio %s has no %s route; chunks may be lost under load", gr.__version__, path)
+        return
+    forward = gradios[0].endpoint
+    events = demo._queue.event_ids_to_events
+
+    async def note_live_chunk(event_id: str, body: PredictBody, request: Request):
+        event = events.get(event_id)
+        chunk = body.data[0] if body.data else None
+        if event is not None and event.fn.concurrency_id == LIVE_SLOTS and isinstance(chunk, dict) and chunk.get("path"):
+            chunks.add(body.session_hash, chunk["path"])
+        return await forward(event_id, body, request)
+
+    app.router.routes.insert(0, APIRoute(path, note_live_chunk, methods=["POST"]))
+
+
+def _routes(routes) -> Iterator:
+    """Every APIRoute, including those of included routers (FastAPI >= 0.16x keeps them apart)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _routes(included.routes)
+
+
 def close_live(session: LiveSession | None) -> None:
     """gr.State's delete callback: a page closed mid-recording stops its worker."""
     if session is not None:
@@ -342,6 +419,7 @@ class _Service:
         # Transcription slots shared by every tab; a URL request takes one only once its
         # download is done, so downloads (in Gradio's "download" slots) never hold one.
         self.slots = threading.BoundedSemaphore(config.concurrency)
+        self.live_chunks = LiveChunks()
         # Named after this process: removed on exit, or by the next galwhisper if this one is killed.
         self.workdir = private_tempdir("app")
         atexit.register(shutil.rmtree, self.workdir, ignore_errors=True)
@@ -432,9 +510,10 @@ class _Service:
         """Record pressed: a new session starts with the first chunk."""
         return None, live_html(None), "", None, ""
 
-    def live_chunk(self, chunk, session, model, language):
-        """One chunk of the microphone (about a second): fed to the session's worker, which
-        transcribes in the background; answers at once with the latest update."""
+    def live_chunk(self, chunk, session, model, language, request: gr.Request):
+        """The microphone's latest chunk (and any Gradio replaced before it was read): fed to
+        the session's worker, which transcribes in the background; answers at once with the
+        latest update."""
         if chunk is None or (session is not None and session.finished):
             return gr.skip(), session  # nothing yet, or a chunk that came in after Stop
         with self._errors(model):
@@ -443,14 +522,21 @@ class _Service:
                 options = TranscribeOptions(language=_language(language))
                 config = LiveConfig(max_seconds=self.limits.max_duration)
                 session = LiveSession(LiveTranscriber(transcriber, options, config))
-            samples, rate = read_samples(chunk)
-            return live_html(session.feed(samples, rate)), session
+            update = None
+            for path in self.live_chunks.take_until(request.session_hash, str(chunk)):
+                update = session.feed(*read_samples(path))
+            return live_html(update), session
 
-    def live_stop(self, session):
-        """Stop pressed: the last audio is transcribed; the final text and .srt are given."""
+    def live_stop(self, session, request: gr.Request):
+        """Stop pressed: the chunks not yet read and the last audio are transcribed; the final
+        text and .srt are given."""
+        unread = self.live_chunks.take_all(request.session_hash)
         if session is None:
             raise gr.Error("Nothing heard yet: press Record, speak, then Stop.", print_exception=False)
         with self._errors():
+            for path in unread:
+                if not session.finished:
+                    session.feed(*read_samples(path))
             transcript = session.finish(LIVE_FINISH_TIMEOUT)
             srt = write_transcript(transcript, "srt", self._output_dir(), stem="live")
             transcriber = session.live.transcriber
@@ -519,6 +605,7 @@ def build_app(config: AppConfig | None = None, preload: bool = False) -> gr.Bloc
 
     demo.queue(default_concurrency_limit=concurrency, max_size=MAX_QUEUE)
     demo.galwhisper_models = service.models  # for callers that want to share the loaded models
+    demo.galwhisper_live_chunks = service.live_chunks  # for launch, which routes chunks to it
     return demo
 
 
@@ -552,7 +639,7 @@ def _live_tab(service: "_Service", model, language) -> None:
         live_audio.stream(
             service.live_chunk, [live_audio, live_session, model, language], [live_view, live_session],
             stream_every=LIVE_CHUNK_SECONDS, time_limit=limits.max_duration, concurrency_limit=config.live_sessions,
-            concurrency_id="live", api_visibility="private", show_progress="hidden",
+            concurrency_id=LIVE_SLOTS, api_visibility="private", show_progress="hidden",
         )  # fmt: skip
         # Not in the "live" slots (held by the streams themselves until they close): it
         # only waits for its own session's worker.
@@ -613,7 +700,11 @@ def launch(config: AppConfig | None = None, preload: bool = True, **launch_kwarg
     launch_kwargs.setdefault("max_file_size", int(config.max_upload_mb * 1_000_000))
     if config.credentials:
         launch_kwargs.setdefault("auth", list(config.credentials))
-    demo.launch(server_name=config.host, server_port=config.port, share=config.share, **launch_kwargs)
+    block = not launch_kwargs.pop("prevent_thread_lock", False)
+    demo.launch(server_name=config.host, server_port=config.port, share=config.share, prevent_thread_lock=True, **launch_kwargs)
+    keep_live_chunks(demo, demo.galwhisper_live_chunks)
+    if block:
+        demo.block_thread()
     return demo
 
 
