@@ -537,14 +537,20 @@ def test_live_tab(open_page, minute_talk, screenshots):
 def test_live_chunks_hand_over_what_gradio_replaced_in_order():
     chunks = LiveChunks()
     for n in range(5):
-        chunks.add("page-a", f"a{n}.wav")
-    chunks.add("page-b", "b0.wav")
-    assert chunks.take_until("page-a", "a0.wav") == ["a0.wav"]
-    assert chunks.take_until("page-a", "a3.wav") == ["a1.wav", "a2.wav", "a3.wav"]  # a1, a2 were replaced unread
-    assert chunks.take_until("page-a", "first.wav") == ["first.wav"]  # a chunk Gradio had before any was noted
-    assert chunks.take_until("page-b", "b0.wav") == ["b0.wav"]
-    assert chunks.take_all("page-a") == ["a4.wav"]  # Stop: the chunks no update read
+        chunks.add("page-a", f"/tmp/gradio/a{n}/audio.wav")
+    chunks.add("page-b", "/tmp/gradio/b0/audio.wav")
+    assert chunks.take_until("page-a", "/tmp/gradio/first/audio.wav") == ["/tmp/gradio/first/audio.wav"]  # Gradio's first, never noted
+    assert chunks.take_until("page-a", "/tmp/gradio/a0/audio.wav") == ["/tmp/gradio/a0/audio.wav"]
+    # a1 and a2 were replaced unread; a moved copy of a3 is still a3
+    assert chunks.take_until("page-a", "/srv/cache/a3/audio.wav") == [f"/tmp/gradio/a{n}/audio.wav" for n in (1, 2, 3)]
+    assert chunks.take_until("page-a", "/tmp/gradio/a3/audio.wav") == []  # handed over again: fed once only
+    assert chunks.take_until("page-b", "/tmp/gradio/b0/audio.wav") == ["/tmp/gradio/b0/audio.wav"]
+    assert chunks.take_all("page-a") == ["/tmp/gradio/a4/audio.wav"]  # Stop: the chunks no update read
     assert chunks.take_all("page-a") == [] and chunks.take_all(None) == []
+    chunks.add("page-c", "/tmp/gradio/silence/audio.wav")
+    chunks.add("page-c", "/tmp/gradio/silence/audio.wav")  # equal chunks share Gradio's content name
+    assert chunks.take_until("page-c", "/tmp/gradio/silence/audio.wav") == ["/tmp/gradio/silence/audio.wav"]
+    assert chunks.take_until("page-c", "/tmp/gradio/silence/audio.wav") == ["/tmp/gradio/silence/audio.wav"]
 
 
 # ---------------------------------------------------------------------------------------------

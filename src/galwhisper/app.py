@@ -340,35 +340,52 @@ class LiveChunks:
     latest chunk of a stream until the queue reads it, so on a busy server chunks were replaced
     unread (measured: 6-7 s of a 22-s talk reached the model while 8 other requests ran on 2
     cores). `keep_live_chunks` notes every chunk here as it arrives; a Live update takes every
-    chunk up to the one Gradio hands it, and Stop takes the rest."""
+    chunk up to the one Gradio hands it, and Stop takes the rest. A chunk is known by its
+    content-named folder and file name (Gradio names uploads by content, so equal chunks, such as
+    silence, share one name and are interchangeable)."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._paths: dict[str, list[str]] = {}  # page session -> chunk files
+        self._last: dict[str, str] = {}  # page session -> the chunk taken last
         self._touched: dict[str, float] = {}
 
     def add(self, page: str, path: str) -> None:
         now = time.monotonic()
         with self._lock:
             for stale in [key for key, when in self._touched.items() if now - when > LIVE_CHUNKS_MAX_AGE]:
-                self._paths.pop(stale, None), self._touched.pop(stale, None)  # a page that left mid-recording
+                self._forget(stale)  # a page that left mid-recording
             self._paths.setdefault(page, []).append(path)
             self._touched[page] = now
 
     def take_until(self, page: str | None, path: str) -> list[str]:
-        """The chunks noted before `path` that Gradio replaced, then `path` itself."""
+        """The chunks noted before `path` that Gradio replaced, then `path` itself; nothing when
+        Gradio hands over the chunk taken last again."""
         with self._lock:
-            paths = self._paths.get(page, [])
-            if path not in paths:
-                return [path]  # not noted: the stream's first chunk comes with the queue join
-            cut = paths.index(path) + 1
-            taken, self._paths[page] = paths[:cut], paths[cut:]
+            paths, key = self._paths.get(page, []), _chunk_key(path)
+            keys = [_chunk_key(p) for p in paths]
+            if key in keys:
+                cut = keys.index(key) + 1
+                taken, self._paths[page] = paths[:cut], paths[cut:]
+            elif self._last.get(page) == key:
+                return []
+            else:
+                taken = [path]  # not noted: the stream's first chunk comes with the queue join
+            if page is not None:
+                self._last[page] = key
             return taken
 
     def take_all(self, page: str | None) -> list[str]:
         with self._lock:
-            self._touched.pop(page, None)
-            return self._paths.pop(page, [])
+            return self._forget(page)
+
+    def _forget(self, page: str | None) -> list[str]:
+        self._touched.pop(page, None), self._last.pop(page, None)
+        return self._paths.pop(page, [])
+
+
+def _chunk_key(path: str) -> str:
+    return "/".join(Path(path).parts[-2:])
 
 
 def keep_live_chunks(demo: gr.Blocks, chunks: LiveChunks) -> None:
@@ -522,10 +539,9 @@ class _Service:
                 options = TranscribeOptions(language=_language(language))
                 config = LiveConfig(max_seconds=self.limits.max_duration)
                 session = LiveSession(LiveTranscriber(transcriber, options, config))
-            update = None
             for path in self.live_chunks.take_until(request.session_hash, str(chunk)):
-                update = session.feed(*read_samples(path))
-            return live_html(update), session
+                session.feed(*read_samples(path))
+            return live_html(session.latest()), session
 
     def live_stop(self, session, request: gr.Request):
         """Stop pressed: the chunks not yet read and the last audio are transcribed; the final

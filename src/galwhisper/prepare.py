@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -181,9 +182,12 @@ def prepare(config: PrepareConfig, progress: bool = True) -> dict:
             print(f"prepare: {split}: reusing {report.kept} prepared clips in {out / split} (same settings and data)")
     todo = [split for split, report in reports.items() if report is None]
     if todo:
-        # One pool for all splits: each worker loads the tokenizer once.
+        # One pool for all splits: each worker loads the tokenizer once. Spawned, not forked: a
+        # process with threads at work (a web server, torch's pools: the test suite after the app
+        # tests) forked workers that hung on a lock no thread of theirs would release.
         tokenizer_dir = str(models.hf_dir(config.model))
-        with ProcessPoolExecutor(max(1, config.num_proc), initializer=_init_worker, initargs=(tokenizer_dir,)) as pool:
+        with ProcessPoolExecutor(max(1, config.num_proc), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(tokenizer_dir,)) as pool:
             for split in todo:
                 reports[split] = _prepare_split(split, rows_by_split[split], out, keys[split], config, info, pool, progress)
     reports = list(reports.values())
