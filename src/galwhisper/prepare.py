@@ -187,7 +187,7 @@ def prepare(config: PrepareConfig, progress: bool = True) -> dict:
         # tests) forked workers that hung on a lock no thread of theirs would release.
         tokenizer_dir = str(models.hf_dir(config.model))
         with ProcessPoolExecutor(max(1, config.num_proc), mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(tokenizer_dir,)) as pool:
+                                 initializer=_init_worker, initargs=(tokenizer_dir, os.getpid())) as pool:
             for split in todo:
                 reports[split] = _prepare_split(split, rows_by_split[split], out, keys[split], config, info, pool, progress)
     reports = list(reports.values())
@@ -460,31 +460,31 @@ def _packed(kept: list[dict], rows: list[Row], config: PrepareConfig, work: dict
 _TOKENIZER = None
 
 
-def _init_worker(tokenizer_dir: str) -> None:
+def _init_worker(tokenizer_dir: str, parent: int) -> None:
     global _TOKENIZER
-    _die_with_parent()
+    _die_with_parent(parent)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers import WhisperTokenizerFast
 
     _TOKENIZER = WhisperTokenizerFast.from_pretrained(tokenizer_dir)
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this worker when its parent dies (a SIGKILLed prepare left its
-    workers running, ~220 MB each); elsewhere the pool's own shutdown is all there is."""
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this worker when its parent (the prepare process, pid `parent`) dies: a
+    SIGKILLed prepare left its workers running, ~220 MB each. Elsewhere the pool's own shutdown
+    is all there is."""
     import ctypes
     import signal
     import sys
 
     if not sys.platform.startswith("linux"):
         return
-    parent = os.getppid()
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)
+    if os.getppid() != parent:  # the parent died before the request took effect (a spawned
+        os._exit(1)  # worker imports for a second or more before it gets here)
 
 
 def _featurize(row: Row, work: dict) -> dict | str:
