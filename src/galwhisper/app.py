@@ -372,7 +372,7 @@ class LiveChunks:
             else:
                 taken = [path]  # not noted: the stream's first chunk comes with the queue join
             if page is not None:
-                self._last[page] = key
+                self._last[page], self._touched[page] = key, time.monotonic()
             return taken
 
     def take_all(self, page: str | None) -> list[str]:
