@@ -338,8 +338,8 @@ class LiveChunks:
 
     Gradio's browser side posts the microphone every 0.1 s, and its /stream route keeps only the
     latest chunk of a stream until the queue reads it, so on a busy server chunks were replaced
-    unread (measured: 6-7 s of a 22-s talk reached the model while 8 other requests ran on 2
-    cores). `keep_live_chunks` notes every chunk here as it arrives; a Live update takes every
+    unread (measured: 5.3-12.6 s of a 22.4-s talk reached the model while 8 other requests ran
+    on 2 cores). `keep_live_chunks` notes every chunk here as it arrives; a Live update takes every
     chunk up to the one Gradio hands it, and Stop takes the rest. A chunk is known by its
     content-named folder and file name (Gradio names uploads by content, so equal chunks, such as
     silence, share one name and are interchangeable)."""
