@@ -412,19 +412,25 @@ def test_cli_app_command():
 
 
 # ---------------------------------------------------------------------------------------------
-# The Live tab: a fake microphone playing Galician speech, text while it plays
+# The Live tab: a fake microphone playing speech, text while it plays
 
 
-# IEEE "Harvard" sentences: English that Whisper base transcribes well.
+# IEEE "Harvard" sentences (lists 1 and 2): English that Whisper base transcribes well.
 HARVARD = [
     "The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.",
     "It's easy to tell the depth of a well.", "These days a chicken leg is a rare dish.",
     "Rice is often served in round bowls.", "The juice of lemons makes fine punch.",
     "The box was thrown beside the parked truck.", "The hogs were fed chopped corn and garbage.",
+    "Four hours of steady work faced us.", "A large size in stockings is hard to sell.",
+    "The boy was there when the sun rose.", "A rod is used to catch pink salmon.",
+    "The source of the huge river is the clear spring.", "Kick the ball straight and follow through.",
+    "Help the woman get back to her feet.", "A pot of tea helps to pass the evening.",
+    "Smoky fires lack flame and heat.", "The soft cushion broke the man's fall.",
+    "The salt breeze came across from the sea.", "The girl at the booth sold fifty bonds.",
 ]
 
 
-def galician_talk(folder: Path, seconds: float, rate: int = 48000, sentences=None, voice: str | None = None
+def synthetic_talk(folder: Path, seconds: float, rate: int = 48000, sentences=None, voice: str | None = None
                   ) -> tuple[Path, Path, str, float]:
     """Synthetic speech of about `seconds` (by default the packaged Galician sentences in
     espeak-ng's Portuguese voice; else `sentences` in `voice`), 0.6 s pauses, with 1 s of silence
@@ -450,7 +456,10 @@ def galician_talk(folder: Path, seconds: float, rate: int = 48000, sentences=Non
 
 @pytest.fixture(scope="module")
 def minute_talk(tmp_path_factory):
-    return galician_talk(tmp_path_factory.mktemp("minute-talk"), 55)
+    # English, as in the load test: on synthetic Galician the zero-shot base is ~100% wrong (WER
+    # 0.91-1.04 for both the live and the file text in four runs), so live and file could not be
+    # told apart by how well they heard the talk.
+    return synthetic_talk(tmp_path_factory.mktemp("minute-talk"), 55, sentences=HARVARD, voice="en-us")
 
 
 def open_live_tab(page) -> None:
@@ -501,9 +510,16 @@ def confirmed_words(page) -> int:
 
 @browser
 @needs_chromium
-def test_live_tab(open_page, minute_talk, screenshots):
+def test_live_tab(open_page, minute_talk, screenshots, monkeypatch):
     mic, upload, spoken, seconds = minute_talk
+    received = _record_live_audio(monkeypatch)
     page = open_page("Microphone", fake_audio=mic)
+    # The page asks for the microphone without the browser's call processing.
+    settings = page.evaluate("""navigator.mediaDevices.getUserMedia({audio: true}).then(stream => {
+        const track = stream.getAudioTracks()[0], settings = track.getSettings(); track.stop(); return settings; })""")
+    assert [settings.get(k) for k in ("echoCancellation", "noiseSuppression", "autoGainControl")] == [False] * 3, settings
+    page.locator("#language input").click()
+    page.get_by_role("option", name="English (en)").click()
     open_live_tab(page)
     started = start_live(page)
 
@@ -531,26 +547,67 @@ def test_live_tab(open_page, minute_talk, screenshots):
     page.locator(f"#file-input td.filename[aria-label='{upload.name}']").wait_for()
     file_text = click_transcribe_and_wait(page, "file")
     live_wer, file_wer = (error_rates([spoken], [text]).wer for text in (live_text, file_text))
-    assert live_wer <= file_wer + 0.05, (live_wer, file_wer, live_text, file_text)
+    # The model heard the talk itself: every chunk, in order, not run through the browser's call
+    # processing (with Chromium's default processing no second matched; with chunks in arrival
+    # order 68-82% did).
+    assert len(received) == 1
+    heard = np.concatenate(next(iter(received.values())))
+    assert matching_seconds(heard, load_audio(upload)) >= 0.9
+    # Live updates hear ~1-s steps, so they guess worse than one pass over the file: 13.0-13.7%
+    # against 4.6% here once the audio arrived whole (16-22% before).
+    assert live_wer <= file_wer + 0.15, (live_wer, file_wer, live_text, file_text)
 
 
-def test_live_chunks_hand_over_what_gradio_replaced_in_order():
-    chunks = LiveChunks()
-    for n in range(5):
-        chunks.add("page-a", f"/tmp/gradio/a{n}/audio.wav")
-    chunks.add("page-b", "/tmp/gradio/b0/audio.wav")
-    assert chunks.take_until("page-a", "/tmp/gradio/first/audio.wav") == ["/tmp/gradio/first/audio.wav"]  # Gradio's first, never noted
-    assert chunks.take_until("page-a", "/tmp/gradio/a0/audio.wav") == ["/tmp/gradio/a0/audio.wav"]
-    # a1 and a2 were replaced unread; a moved copy of a3 is still a3
-    assert chunks.take_until("page-a", "/srv/cache/a3/audio.wav") == [f"/tmp/gradio/a{n}/audio.wav" for n in (1, 2, 3)]
-    assert chunks.take_until("page-a", "/tmp/gradio/a3/audio.wav") == []  # handed over again: fed once only
-    assert chunks.take_until("page-b", "/tmp/gradio/b0/audio.wav") == ["/tmp/gradio/b0/audio.wav"]
-    assert chunks.take_all("page-a") == ["/tmp/gradio/a4/audio.wav"]  # Stop: the chunks no update read
+def matching_seconds(heard: np.ndarray, talk: np.ndarray) -> float:
+    """The share of the speech seconds in `heard` that are the talk's (correlation >= 0.98) at
+    the offset where its first speech second is found."""
+    def correlation(x, y):
+        return float(np.dot(x, y) / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-9))
+
+    seconds = [s for s in range(len(heard) // SAMPLE_RATE) if np.abs(heard[s * SAMPLE_RATE : (s + 1) * SAMPLE_RATE]).max() > 0.05]
+    first = heard[seconds[0] * SAMPLE_RATE : (seconds[0] + 1) * SAMPLE_RATE]
+    start = max(0, (seconds[0] - 2) * SAMPLE_RATE)
+    around = talk[start : (seconds[0] + 3) * SAMPLE_RATE]
+    scores = [correlation(first, around[i : i + SAMPLE_RATE]) for i in range(len(around) - SAMPLE_RATE + 1)]
+    offset = start + int(np.argmax(scores)) - seconds[0] * SAMPLE_RATE
+    matched = [correlation(heard[s * SAMPLE_RATE : (s + 1) * SAMPLE_RATE], talk[s * SAMPLE_RATE + offset : (s + 1) * SAMPLE_RATE + offset]) >= 0.98
+               for s in seconds if 0 <= s * SAMPLE_RATE + offset and (s + 1) * SAMPLE_RATE + offset <= len(talk)]  # fmt: skip
+    return sum(matched) / len(seconds)
+
+
+def test_live_chunks_come_out_in_recording_order():
+    chunks = LiveChunks(hold_seconds=0.3)
+    path = "/tmp/gradio/{}/audio.wav".format
+    chunks.uploaded(7, [path("first")])  # the page's 8th upload (it sent a file before)
+    assert chunks.take_ready("page-a", path("first")) == [path("first")]  # Gradio's first, never noted
+    for number, name in ((8, "a0"), (10, "a2"), (11, "a3")):  # a1 (number 9) is slow to arrive
+        chunks.uploaded(number, [path(name)])
+        chunks.add("page-a", path(name))
+    assert chunks.take_ready("page-a", path("a3")) == [path("a0")]  # a2 and a3 wait for a1
+    chunks.uploaded(9, [path("a1")])
+    chunks.add("page-a", "/srv/cache/a1/audio.wav")  # a moved copy is still a1
+    assert chunks.take_ready("page-a", path("a1")) == ["/srv/cache/a1/audio.wav", path("a2"), path("a3")]
+    assert chunks.take_ready("page-a", path("a3")) == []  # handed over again: fed once only
+
+    chunks.uploaded(13, [path("a5")])  # number 12 never comes (lost, or another tab's upload)
+    chunks.add("page-a", path("a5"))
+    assert chunks.take_ready("page-a", path("a5")) == []
+    time.sleep(0.35)  # a chunk waits for a missing number for hold_seconds at most
+    assert chunks.take_ready("page-a", path("a5")) == [path("a5")]
+
+    for number, name in ((15, "a7"), (14, "a6")):
+        chunks.uploaded(number, [path(name)])
+        chunks.add("page-a", path(name))
+    chunks.add("page-b", path("b1"))  # a client that does not number its uploads: arrival order
+    chunks.add("page-b", path("b0"))
+    assert chunks.take_ready("page-b", path("b0")) == [path("b1"), path("b0")]
+    assert chunks.take_all("page-a") == [path("a6"), path("a7")]  # Stop: the chunks no update read, in order
     assert chunks.take_all("page-a") == [] and chunks.take_all(None) == []
-    chunks.add("page-c", "/tmp/gradio/silence/audio.wav")
-    chunks.add("page-c", "/tmp/gradio/silence/audio.wav")  # equal chunks share Gradio's content name
-    assert chunks.take_until("page-c", "/tmp/gradio/silence/audio.wav") == ["/tmp/gradio/silence/audio.wav"]
-    assert chunks.take_until("page-c", "/tmp/gradio/silence/audio.wav") == ["/tmp/gradio/silence/audio.wav"]
+
+    for number in (0, 1):  # equal chunks share Gradio's content name
+        chunks.uploaded(number, [path("silence")])
+        chunks.add("page-c", path("silence"))
+    assert chunks.take_ready("page-c", path("silence")) == [path("silence")] * 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -578,7 +635,7 @@ def test_load_eight_clients_and_two_live_sessions(playwright, server, media_site
                                                    monkeypatch):
     # The Live sessions speak English: on synthetic Galician the zero-shot base is ~100% wrong
     # and its guesses change with every window, so "answered correctly" could not be judged.
-    mic, upload, spoken, seconds = galician_talk(tmp_path, 18, sentences=HARVARD, voice="en-us")
+    mic, upload, spoken, seconds = synthetic_talk(tmp_path, 18, sentences=HARVARD, voice="en-us")
     file_wer = error_rates([spoken], [reference(upload, "en")]).wer
     requests = [("file", c) for c in galician_clips[:3]] + [("mic", c) for c in galician_clips[3:5]] + [("mic", galician_clips[0])]
     requests += [("url", f"{media_site}/charla.webm"), ("url", f"{media_site}/entrevista.mp4")]
@@ -637,9 +694,9 @@ def test_load_eight_clients_and_two_live_sessions(playwright, server, media_site
         assert text and text == expected[str(item)], (kind, item, text)
     # Every chunk the browsers posted reaches the model: Gradio alone kept only a stream's latest
     # unread chunk, and 5.3-12.6 s of this 22.4-s talk arrived. Each Live text is judged against
-    # the file transcription of the audio that session received: two headless Chromiums starved
-    # of CPU capture it damaged (in order, but read as a file at WER 50-100%), which no live
-    # policy can mend.
+    # the file transcription of the audio that session received: two headless Chromiums on busy
+    # cores may drop some (read as a file it was at WER 10-14% in one run; 50-100% before the
+    # page asked for unprocessed audio and numbered its uploads), which no live policy can mend.
     assert len(received) == 2 and len(finals) == 2
     heard, live_wers, received_wers = [], [], []
     for number, (parts, text) in enumerate(zip(received.values(), finals)):

@@ -104,6 +104,39 @@ def test_live_transcriber_confirms_early_trims_and_loses_nothing(transcriber, ta
     assert starts == sorted(starts) and 0 <= final.segments[0].start and final.segments[-1].end <= seconds + 0.5
 
 
+def test_updates_are_prompted_with_what_was_confirmed_before_the_buffer(transcriber, talk, tmp_path):
+    # A prompt reaches the decoder: the bundled base hears "The merch can" without one.
+    canoe = speak("The birch canoe slid on the smooth planks.", tmp_path / "canoe.wav", voice="en-us", speed=140)
+    plain = transcriber.transcribe(canoe, TranscribeOptions(language="en")).text
+    prompted = transcriber.transcribe(canoe, TranscribeOptions(language="en", initial_prompt="We paddled the birch canoe.")).text
+    assert "birch" not in plain.lower() and "birch" in prompted.lower(), (plain, prompted)
+    with pytest.raises(GalwhisperError, match="initial-prompt"):
+        TranscribeOptions(initial_prompt=3)
+
+    audio, _ = talk
+    config = LiveConfig(min_chunk_seconds=2.0, trim_seconds=8.0, max_buffer_seconds=16.0, prompt_chars=60)
+    live = LiveTranscriber(transcriber, TranscribeOptions(language="en"), config)
+    prompts, transcribe = [], transcriber.transcribe
+
+    def noting_prompts(source, options=None, name=None):  # the real model, its prompts noted
+        prompts.append(options.initial_prompt)
+        return transcribe(source, options, name)
+
+    transcriber.transcribe = noting_prompts
+    try:
+        for _ in live.stream(chunks(audio, 0.5)):
+            pass
+    finally:
+        del transcriber.transcribe
+    text = live.finish().text
+    assert prompts[0] is None  # nothing confirmed yet
+    given = [p for p in prompts if p]
+    assert given, "no update was prompted although the buffer was trimmed"
+    for prompt in given:  # whole confirmed words from before the buffer, at most prompt_chars
+        assert len(prompt) <= config.prompt_chars and f" {prompt} " in f" {text} ", (prompt, text)
+    assert LiveTranscriber(transcriber, config=LiveConfig(prompt_chars=0)).prompt() is None
+
+
 def test_silence_is_skipped_and_not_kept(transcriber):
     noise = (np.random.default_rng(1).normal(0, 0.003, 12 * BROWSER_RATE) * 32767).astype(np.int16)
     live = LiveTranscriber(transcriber, TranscribeOptions(language="en"))

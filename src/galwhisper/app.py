@@ -40,6 +40,7 @@ import atexit
 import errno
 import html
 import ipaddress
+import itertools
 import logging
 import os
 import re
@@ -49,14 +50,14 @@ import socket
 import tempfile
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
-from fastapi import Request
+from fastapi import BackgroundTasks, Request
 from fastapi.routing import APIRoute
 from gradio.data_classes import PredictBody  # the body of Gradio's /stream route, which keep_live_chunks wraps
 
@@ -83,7 +84,45 @@ APP_DOWNLOAD_TIMEOUT = 120.0
 LIVE_CHUNK_SECONDS = 1.0  # asked of Gradio; its Audio (6.x) posts the microphone every 0.1 s anyway
 LIVE_SLOTS = "live"  # the Live streams' concurrency id
 LIVE_CHUNKS_MAX_AGE = 7200.0  # seconds: the unread chunks of a page that left mid-recording are forgotten
+# A Live chunk waits at most this long for the one numbered before it (LiveChunks).
+LIVE_REORDER_SECONDS = 1.0
+LIVE_TAKEN_KEPT = 100  # chunks a Live page remembers having taken, so one Gradio hands again is not fed twice
 LIVE_FINISH_TIMEOUT = 300.0  # the last live update (after Stop) never waits longer than this
+UPLOAD_HEADER = "x-galwhisper-upload"  # the page's own count of its uploads (LiveChunks orders by it)
+# The page asks the browser for the microphone as it is, and numbers its uploads. By default
+# browsers run the microphone through their call processing (echo cancellation, noise
+# suppression, automatic gain), made for people, not for Whisper: a 61-s English talk through
+# Chromium's default reached the server at WER 17.6% read as a file, without it at 7.6% (the
+# talk's own file: 4.6%). Gradio asks for `{audio: true}` and has no option for it, so
+# getUserMedia is wrapped (a constraint Gradio sets, the chosen device, still applies); its
+# uploads go through fetch, which is wrapped to add the upload's number.
+RAW_MICROPHONE_HEAD = """<script>
+(() => {
+  const devices = navigator.mediaDevices;  // absent on plain http (except localhost)
+  if (devices && devices.getUserMedia) {
+    const getUserMedia = devices.getUserMedia.bind(devices);
+    devices.getUserMedia = (constraints) => {
+      if (constraints && constraints.audio) {
+        const asked = typeof constraints.audio === "object" ? constraints.audio : {};
+        const raw = {echoCancellation: false, noiseSuppression: false, autoGainControl: false};
+        constraints = {...constraints, audio: {...raw, ...asked}};
+      }
+      return getUserMedia(constraints);
+    };
+  }
+  const fetchOriginal = window.fetch.bind(window);
+  let uploads = 0;
+  window.fetch = (input, init) => {
+    const url = new URL(input instanceof Request ? input.url : String(input), location.href);
+    if (init && init.method === "POST" && url.pathname.endsWith("/gradio_api/upload")) {
+      const headers = new Headers(init.headers || {});
+      headers.set("UPLOAD_HEADER", String(uploads++));
+      init = {...init, headers};
+    }
+    return fetchOriginal(input, init);
+  };
+})();
+</script>""".replace("UPLOAD_HEADER", UPLOAD_HEADER)
 
 # (label, value) for the language picker; any other Whisper code can be typed in.
 LANGUAGES = [
@@ -334,82 +373,147 @@ def live_html(update: LiveUpdate | None) -> str:
 
 
 class LiveChunks:
-    """The Live microphone chunks each page posted, in arrival order, not yet transcribed.
+    """The Live microphone chunks each page posted, put back in recording order, not yet transcribed.
 
-    Gradio's browser side posts the microphone every 0.1 s, and its /stream route keeps only the
-    latest chunk of a stream until the queue reads it, so on a busy server chunks were replaced
-    unread (measured: 5.3-12.6 s of a 22.4-s talk reached the model while 8 other requests ran
-    on 2 cores). `keep_live_chunks` notes every chunk here as it arrives; a Live update takes every
-    chunk up to the one Gradio hands it, and Stop takes the rest. A chunk is known by its
-    content-named folder and file name (Gradio names uploads by content, so equal chunks, such as
-    silence, share one name and are interchangeable)."""
+    Gradio's browser side records the microphone in 0.1-s chunks and, for each, uploads the file
+    and then posts it to its /stream route. Both steps lose audio, measured on 2 cores:
+    - /stream keeps only a stream's latest chunk until the queue reads it, so on a busy server
+      chunks were replaced unread (5.3-12.6 s of a 22.4-s talk arrived, 8 other requests running);
+    - the uploads run at once and each posts when it is done, so neighbouring chunks arrived
+      swapped, about 10 times a minute from one quiet local visitor (two uploads often leave the
+      browser within a millisecond), and each swap garbles a word or two.
+    The page numbers its uploads (RAW_MICROPHONE_HEAD's script, header `UPLOAD_HEADER`);
+    `keep_live_chunks` notes the number of each upload and each chunk posted to /stream. A Live
+    update takes the page's chunks in number order, waiting up to `hold_seconds` for a missing
+    number; Stop takes the rest. Without numbers (another client) chunks go in arrival order. A
+    chunk is known by Gradio's content-named folder and file name, so equal chunks (such as
+    silence) are interchangeable."""
 
-    def __init__(self):
+    def __init__(self, hold_seconds: float = LIVE_REORDER_SECONDS):
+        self.hold_seconds = hold_seconds
         self._lock = threading.Lock()
-        self._paths: dict[str, list[str]] = {}  # page session -> chunk files
-        self._last: dict[str, str] = {}  # page session -> the chunk taken last
+        self._arrivals = itertools.count()
+        self._uploaded: dict[str, list[tuple[int, float]]] = {}  # chunk key -> (number, when) of uploads not yet posted
+        self._noted: dict[str, list[tuple[int, bool, str]]] = {}  # page -> (order, numbered, chunk file)
+        self._next: dict[str, int] = {}  # page -> the number expected next
+        self._gap_since: dict[str, float] = {}  # page -> when a number was first found missing
+        self._taken: dict[str, deque[str]] = {}  # page -> keys of the chunks taken last
         self._touched: dict[str, float] = {}
 
+    def uploaded(self, number: int, paths: Sequence[str]) -> None:
+        """The page's upload `number` stored `paths`."""
+        with self._lock:
+            for path in paths:
+                self._uploaded.setdefault(_chunk_key(path), []).append((number, time.monotonic()))
+
     def add(self, page: str, path: str) -> None:
+        """A chunk posted to /stream by `page`."""
         now = time.monotonic()
         with self._lock:
             for stale in [key for key, when in self._touched.items() if now - when > LIVE_CHUNKS_MAX_AGE]:
                 self._forget(stale)  # a page that left mid-recording
-            self._paths.setdefault(page, []).append(path)
+            for key in [key for key, uploads in self._uploaded.items() if now - uploads[-1][1] > LIVE_CHUNKS_MAX_AGE]:
+                del self._uploaded[key]  # uploads of the other tabs, never posted to /stream
+            self._noted.setdefault(page, []).append(self._order(path))
             self._touched[page] = now
 
-    def take_until(self, page: str | None, path: str) -> list[str]:
-        """The chunks noted before `path` that Gradio replaced, then `path` itself; nothing when
-        Gradio hands over the chunk taken last again."""
+    def take_ready(self, page: str | None, handed: str) -> list[str]:
+        """The page's chunks in recording order, up to a missing number (waited for at most
+        `hold_seconds`). `handed` (the chunk Gradio hands the update) counts only if it was never
+        noted: a stream's first chunk comes with the queue join, not through /stream."""
+        now = time.monotonic()
         with self._lock:
-            paths, key = self._paths.get(page, []), _chunk_key(path)
-            keys = [_chunk_key(p) for p in paths]
-            if key in keys:
-                cut = keys.index(key) + 1
-                taken, self._paths[page] = paths[:cut], paths[cut:]
-            elif self._last.get(page) == key:
-                return []
-            else:
-                taken = [path]  # not noted: the stream's first chunk comes with the queue join
-            if page is not None:
-                self._last[page], self._touched[page] = key, time.monotonic()
-            return taken
+            noted, key = self._noted.setdefault(page, []), _chunk_key(handed)
+            taken = self._taken.setdefault(page, deque(maxlen=LIVE_TAKEN_KEPT))
+            if key not in taken and all(_chunk_key(path) != key for _, _, path in noted):
+                noted.append(self._order(handed))
+            noted.sort()
+            ready = []
+            while noted:
+                order, numbered, path = noted[0]
+                expected = self._next.get(page)
+                if numbered and expected is not None and order > expected:
+                    since = self._gap_since.setdefault(page, now)
+                    if now - since < self.hold_seconds:
+                        break  # the chunk before it is probably still on its way
+                self._gap_since.pop(page, None)
+                if numbered:
+                    self._next[page] = order + 1
+                ready.append(noted.pop(0)[2])
+            taken.extend(_chunk_key(path) for path in ready)
+            self._touched[page] = now
+            return ready
 
     def take_all(self, page: str | None) -> list[str]:
+        """Stop: every chunk the page posted that no update took, in recording order."""
         with self._lock:
-            return self._forget(page)
+            return [path for _, _, path in sorted(self._forget(page))]
 
-    def _forget(self, page: str | None) -> list[str]:
-        self._touched.pop(page, None), self._last.pop(page, None)
-        return self._paths.pop(page, [])
+    def _order(self, path: str) -> tuple[int, bool, str]:
+        """(the page's number of the oldest upload of this chunk not yet posted, True, path);
+        (arrival count, False, path) when none is known."""
+        key = _chunk_key(path)
+        uploads = self._uploaded.get(key)
+        if not uploads:
+            return next(self._arrivals), False, path
+        number, _ = uploads.pop(0)
+        if not uploads:
+            del self._uploaded[key]
+        return number, True, path
+
+    def _forget(self, page: str | None) -> list[tuple[int, bool, str]]:
+        for table in (self._touched, self._taken, self._next, self._gap_since):
+            table.pop(page, None)
+        return self._noted.pop(page, [])
 
 
 def _chunk_key(path: str) -> str:
     return "/".join(Path(path).parts[-2:])
 
 
+def _upload_number(request: Request) -> int | None:
+    """The page's number of this upload (UPLOAD_HEADER), if it sent one."""
+    value = request.headers.get(UPLOAD_HEADER, "")
+    return int(value) if value.isdigit() else None
+
+
 def keep_live_chunks(demo: gr.Blocks, chunks: LiveChunks) -> None:
-    """Put a route before Gradio's POST /stream/{event_id} that notes each Live chunk in
-    `chunks`, then hands the request on unchanged. Without that route (another Gradio), Live
-    works as Gradio delivers it."""
+    """Put routes before Gradio's POST /upload and POST /stream/{event_id} that note each
+    numbered upload and each Live chunk in `chunks`, then hand the request on unchanged (with
+    the original route's checks, such as the login). Without those routes (another Gradio),
+    Live works as Gradio delivers it."""
     from gradio.route_utils import API_PREFIX
 
-    app, path = demo.server_app, f"{API_PREFIX}/stream/{{event_id}}"
-    gradios = [route for route in _routes(app.router.routes) if route.path == path and "POST" in route.methods]
-    if not gradios:
-        logging.getLogger(__name__).warning("Live: Gradio %s has no %s route; chunks may be lost under load", gr.__version__, path)
-        return
-    forward = gradios[0].endpoint
     events = demo._queue.event_ids_to_events
 
-    async def note_live_chunk(event_id: str, body: PredictBody, request: Request):
-        event = events.get(event_id)
-        chunk = body.data[0] if body.data else None
-        if event is not None and event.fn.concurrency_id == LIVE_SLOTS and isinstance(chunk, dict) and chunk.get("path"):
-            chunks.add(body.session_hash, chunk["path"])
-        return await forward(event_id, body, request)
+    def stream_route(forward):
+        async def note_live_chunk(event_id: str, body: PredictBody, request: Request):
+            event = events.get(event_id)
+            chunk = body.data[0] if body.data else None
+            if event is not None and event.fn.concurrency_id == LIVE_SLOTS and isinstance(chunk, dict) and chunk.get("path"):
+                chunks.add(body.session_hash, chunk["path"])
+            return await forward(event_id, body, request)
 
-    app.router.routes.insert(0, APIRoute(path, note_live_chunk, methods=["POST"]))
+        return note_live_chunk
+
+    def upload_route(forward):
+        async def note_upload(request: Request, bg_tasks: BackgroundTasks, upload_id: str | None = None):
+            response = await forward(request, bg_tasks, upload_id)
+            number = _upload_number(request)
+            if number is not None and isinstance(response, list):
+                chunks.uploaded(number, response)
+            return response
+
+        return note_upload
+
+    app = demo.server_app
+    for path, wrap in ((f"{API_PREFIX}/stream/{{event_id}}", stream_route), (f"{API_PREFIX}/upload", upload_route)):
+        gradios = [route for route in _routes(app.router.routes) if route.path == path and "POST" in route.methods]
+        if not gradios:
+            log.warning("Live: Gradio %s has no %s route; chunks may be lost or swapped", gr.__version__, path)
+            continue
+        original = gradios[0]
+        app.router.routes.insert(0, APIRoute(path, wrap(original.endpoint), methods=["POST"], dependencies=original.dependencies))
 
 
 def _routes(routes) -> Iterator:
@@ -528,9 +632,9 @@ class _Service:
         return None, live_html(None), "", None, ""
 
     def live_chunk(self, chunk, session, model, language, request: gr.Request):
-        """The microphone's latest chunk (and any Gradio replaced before it was read): fed to
-        the session's worker, which transcribes in the background; answers at once with the
-        latest update."""
+        """The microphone's chunks that came in since the last call, in recording order
+        (LiveChunks): fed to the session's worker, which transcribes in the background; answers
+        at once with the latest update."""
         if chunk is None or (session is not None and session.finished):
             return gr.skip(), session  # nothing yet, or a chunk that came in after Stop
         with self._errors(model):
@@ -539,7 +643,7 @@ class _Service:
                 options = TranscribeOptions(language=_language(language))
                 config = LiveConfig(max_seconds=self.limits.max_duration)
                 session = LiveSession(LiveTranscriber(transcriber, options, config))
-            for path in self.live_chunks.take_until(request.session_hash, str(chunk)):
+            for path in self.live_chunks.take_ready(request.session_hash, str(chunk)):
                 session.feed(*read_samples(path))
             return live_html(session.latest()), session
 
@@ -713,6 +817,7 @@ def launch(config: AppConfig | None = None, preload: bool = True, **launch_kwarg
     demo = build_app(config, preload=preload)
     launch_kwargs.setdefault("ssr_mode", False)
     launch_kwargs.setdefault("show_error", False)
+    launch_kwargs.setdefault("head", RAW_MICROPHONE_HEAD)
     launch_kwargs.setdefault("max_file_size", int(config.max_upload_mb * 1_000_000))
     if config.credentials:
         launch_kwargs.setdefault("auth", list(config.credentials))

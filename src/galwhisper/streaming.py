@@ -10,7 +10,9 @@ talk, the buffer is trimmed once it is longer than `LiveConfig.trim_seconds`: it
 pause (or after a sentence end) that follows a confirmed word, so each update transcribes at
 most about `max_buffer_seconds` (one Whisper window) however long the talk is. galwhisper
 decodes without segment timestamps (its fine-tuned models are trained without them), so the cut
-is placed by word timestamps rather than whisper_streaming's segment ends. Silence costs little:
+is placed by word timestamps rather than whisper_streaming's segment ends. As in
+whisper_streaming, each update is prompted with the confirmed text just before the buffer, so a
+trimmed buffer keeps its context. Silence costs little:
 faster-whisper's Silero VAD keeps non-speech from the decoder, and a buffer in which nothing was
 heard is dropped.
 
@@ -63,6 +65,11 @@ class LiveConfig:
     trim_seconds: float = 15.0  # buffer length above which it is trimmed (buffer_trimming_sec)
     max_buffer_seconds: float = 30.0  # one Whisper window: beyond it the oldest words are confirmed as they are
     min_pause_seconds: float = 0.3  # a pause this long after a confirmed word is a place to trim
+    # The confirmed text before the buffer (up to this many characters, whole words) prompts each
+    # update (whisper_streaming's 200). Fed a 62-s English talk in 1-s / 2-s steps, the live WER
+    # went from 18.3% / 9.2% to 13.7% / 8.4% (the file's 4.6%); on 59 s of synthetic Galician the
+    # words dropped went from 26 / 25 to 22 / 1. 0: no prompt.
+    prompt_chars: int = 200
     max_seconds: float | None = None  # refuse a stream longer than this (the app's duration cap)
     idle_seconds: float = 60.0  # a LiveSession's worker stops after this long without audio
 
@@ -71,6 +78,7 @@ class LiveConfig:
         checks.number("trim_seconds", self.trim_seconds)
         checks.number("max_buffer_seconds", self.max_buffer_seconds, minimum=self.trim_seconds)
         checks.number("min_pause_seconds", self.min_pause_seconds)
+        checks.whole("prompt_chars", self.prompt_chars, minimum=0, maximum=1000)
         checks.number("max_seconds", self.max_seconds, optional=True)
         checks.number("idle_seconds", self.idle_seconds)
 
@@ -222,7 +230,8 @@ class LiveTranscriber:
         """The buffer's words, in stream time."""
         if len(self._buffer) == 0:
             return []
-        result = self.transcriber.transcribe(self._buffer, self.options, name="live")
+        options = dataclasses.replace(self.options, initial_prompt=self.prompt())
+        result = self.transcriber.transcribe(self._buffer, options, name="live")
         if self.options.language is None and result.text:
             # "auto": the language heard first is kept, so that updates cannot disagree on it.
             self.options = dataclasses.replace(self.options, language=result.language)
@@ -234,6 +243,19 @@ class LiveTranscriber:
             for w in s.words
             if w.word.strip()
         ]
+
+    def prompt(self) -> str | None:
+        """The last whole confirmed words before the buffer, up to `prompt_chars` characters
+        (words still in the buffer are transcribed again, so they are not prompted)."""
+        words, length = [], 0
+        for word in reversed(self.confirmed):
+            if word.end > self._offset:
+                continue
+            length += len(word.word)
+            if length > self.config.prompt_chars:
+                break
+            words.append(word)
+        return _text(words[::-1]) or None
 
     def _trim(self, hypothesis: list[Word]) -> list[Word]:
         """Cut the buffer where confirmed words end in a pause; returns the words confirmed

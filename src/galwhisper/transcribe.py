@@ -64,6 +64,9 @@ class TranscribeOptions:
     no_repeat_ngram_size: int = 0  # > 0: no n-gram of this many tokens may repeat within a window
     repetition_penalty: float = 1.0  # > 1: tokens already in the window are less likely (a retry uses >= 1.2)
     max_repeats: int | None = 4
+    # Text said just before this audio, given to the decoder as Whisper's previous-text prompt
+    # (CTranslate2 models; the Live tab passes what it confirmed before its buffer).
+    initial_prompt: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "language", language_code(self.language, allow_auto=True))
@@ -78,6 +81,8 @@ class TranscribeOptions:
         options.whole("no_repeat_ngram_size", self.no_repeat_ngram_size, minimum=0, maximum=64)
         options.number("repetition_penalty", self.repetition_penalty, minimum=1.0, strict=False, maximum=10.0)
         options.whole("max_repeats", self.max_repeats, minimum=1, optional=True)
+        if self.initial_prompt is not None and not isinstance(self.initial_prompt, str):
+            raise options.refuse("initial_prompt", self.initial_prompt, "must be text")
 
 
 @dataclass
@@ -166,6 +171,7 @@ class Transcriber:
             no_repeat_ngram_size=o.no_repeat_ngram_size,
             repetition_penalty=o.repetition_penalty,
             without_timestamps=not self._use_timestamps(audio, o),
+            initial_prompt=o.initial_prompt or None,
         )
         if o.batch_size > 1:
             # Batched decoding needs windows of <= 30 s; cutting them at pauses found by Silero VAD
@@ -240,6 +246,8 @@ class Transcriber:
 
     def _transcribe_hf(self, audio: np.ndarray, o: TranscribeOptions):
         """Greedy/beam generate per 30 s window, features from features.py (parity reference)."""
+        if o.initial_prompt:
+            raise GalwhisperError("initial_prompt: only the CTranslate2 backend takes a prompt")
         torch, window = self._torch, int(features.MAX_SECONDS * SAMPLE_RATE)
         segments = []
         for start in range(0, len(audio), window):
