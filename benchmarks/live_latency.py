@@ -22,7 +22,7 @@ update, which is what LocalAgreement waits out; `--talk en` measures the same pa
 show what the policy reaches with a model that is sure of its words. The audio is resampled to
 48 kHz int16 and fed in 0.1 s chunks, as Chromium's recorder sends it to the Live tab.
 
-Run:  .venv/bin/python benchmarks/live_latency.py [--talk gl|en] [--quick]   (300 s; --quick: 120 s)
+Run:  .venv/bin/python benchmarks/live_latency.py [--talk gl|en] [--quick] [--prompt-chars N]   (300 s; --quick: 120 s)
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def child(args) -> None:
     _common.setup_env()
     import soundfile as sf
 
-    from galwhisper.streaming import LiveSession, LiveTranscriber
+    from galwhisper.streaming import LiveConfig, LiveSession, LiveTranscriber
     from galwhisper.transcribe import TranscribeOptions, Transcriber
 
     transcriber = Transcriber(args.model, compute_type="int8", cpu_threads=THREADS)
@@ -80,7 +80,8 @@ def child(args) -> None:
     file_s = time.perf_counter() - started
 
     mic, rate = sf.read(args.mic, dtype="int16")
-    session = LiveSession(LiveTranscriber(transcriber, options))
+    config = LiveConfig() if args.prompt_chars is None else LiveConfig(prompt_chars=args.prompt_chars)
+    session = LiveSession(LiveTranscriber(transcriber, options, config))
     step = int(CHUNK_S * rate)
     t0 = time.perf_counter()
     for i in range(0, len(mic), step):
@@ -136,6 +137,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="120 s of talk instead of 300 s")
     parser.add_argument("--talk", choices=TALKS, default="gl", help="Galician (default) or English speech")
     parser.add_argument("--model", default="base", help="the model (default: the bundled base; e.g. runs/demo/run/best-ct2)")
+    parser.add_argument("--prompt-chars", type=int, help="LiveConfig.prompt_chars (default: its default; 0: no prompt)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--wav", help=argparse.SUPPRESS)
     parser.add_argument("--mic", help=argparse.SUPPRESS)
@@ -153,8 +155,9 @@ def main() -> None:
     print(f"talk: {duration:.1f} s of synthetic {'Galician' if args.talk == 'gl' else 'English'} speech, "
           f"{len(reference.split())} reference words, fed at "
           f"real-time pace in {CHUNK_S:g} s chunks at {MIC_RATE} Hz; machine: {_common.machine()}", flush=True)
-    r = _common.run_child("live_latency.py", ["--wav", str(wav), "--mic", str(mic), "--talk", args.talk, "--model", args.model], f"live {args.talk}",
-                          timeout=4 * duration + 600)
+    prompt = [] if args.prompt_chars is None else ["--prompt-chars", str(args.prompt_chars)]
+    r = _common.run_child("live_latency.py", ["--wav", str(wav), "--mic", str(mic), "--talk", args.talk, "--model", args.model, *prompt],
+                          f"live {args.talk}", timeout=4 * duration + 600)
 
     from galwhisper.metrics import error_rates
 
@@ -166,7 +169,7 @@ def main() -> None:
     lag = max((u["at"] - u["compute"]) - u["heard"] for u in r["updates"])  # how far behind the talk an update started
     print()
     print(f"Live transcription ({args.talk}), {datetime.date.today()}, machine: {_common.machine()}, model {args.model} int8, "
-          f"{THREADS} threads")
+          f"{THREADS} threads, prompt_chars {'default' if args.prompt_chars is None else args.prompt_chars}")
     rows = [["confirmed by agreement", len(agreed), f"{statistics.median(agreed):.2f}", f"{percentile(agreed, 0.9):.2f}"]]
     if forced:
         rows.append(["confirmed at the window limit", len(forced), f"{statistics.median(forced):.2f}", f"{percentile(forced, 0.9):.2f}"])

@@ -12,7 +12,7 @@ most about `max_buffer_seconds` (one Whisper window) however long the talk is. g
 decodes without segment timestamps (its fine-tuned models are trained without them), so the cut
 is placed by word timestamps rather than whisper_streaming's segment ends. As in
 whisper_streaming, each update is prompted with the confirmed text just before the buffer, so a
-trimmed buffer keeps its context. Silence costs little:
+trimmed buffer keeps its context (until a prompted update loops). Silence costs little:
 faster-whisper's Silero VAD keeps non-speech from the decoder, and a buffer in which nothing was
 heard is dropped.
 
@@ -66,9 +66,11 @@ class LiveConfig:
     max_buffer_seconds: float = 30.0  # one Whisper window: beyond it the oldest words are confirmed as they are
     min_pause_seconds: float = 0.3  # a pause this long after a confirmed word is a place to trim
     # The confirmed text before the buffer (up to this many characters, whole words) prompts each
-    # update (whisper_streaming's 200). Fed a 62-s English talk in 1-s / 2-s steps, the live WER
-    # went from 18.3% / 9.2% to 13.7% / 8.4% (the file's 4.6%); on 59 s of synthetic Galician the
-    # words dropped went from 26 / 25 to 22 / 1. 0: no prompt.
+    # update (whisper_streaming's 200), until a prompted update loops. benchmarks/live_latency.py
+    # --quick (120 s, AMD EPYC): the demo's fine-tuned model on synthetic Galician, live WER 25.7%
+    # without, 20.9% always prompted, 21.7% as now (its file: 20.9%); English with the base 21.3%
+    # -> 21.0%. The zero-shot base on Galician, always prompted, looped on its own guesses
+    # (updates 1.3 -> 6.1 s in minute 2); as now, 1.1-1.2 s. 0: no prompt.
     prompt_chars: int = 200
     max_seconds: float | None = None  # refuse a stream longer than this (the app's duration cap)
     idle_seconds: float = 60.0  # a LiveSession's worker stops after this long without audio
@@ -185,6 +187,7 @@ class LiveTranscriber:
         self._heard = 0  # samples received (16 kHz)
         self._pending = 0  # samples received since the last update
         self._finished: Transcript | None = None
+        self._prompting = self.config.prompt_chars > 0  # off for good once a prompted update loops
 
     # -- feeding ---------------------------------------------------------------------------------
 
@@ -230,8 +233,12 @@ class LiveTranscriber:
         """The buffer's words, in stream time."""
         if len(self._buffer) == 0:
             return []
-        options = dataclasses.replace(self.options, initial_prompt=self.prompt())
-        result = self.transcriber.transcribe(self._buffer, options, name="live")
+        prompt = self.prompt() if self._prompting else None
+        result = self.transcriber.transcribe(self._buffer, dataclasses.replace(self.options, initial_prompt=prompt), name="live")
+        if prompt and result.notes:
+            # The repetition guard had to step in: a model unsure of the language loops on its
+            # own earlier guesses (openai/whisper drops its prompt on fallback for the same reason).
+            self._prompting = False
         if self.options.language is None and result.text:
             # "auto": the language heard first is kept, so that updates cannot disagree on it.
             self.options = dataclasses.replace(self.options, language=result.language)
