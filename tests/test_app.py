@@ -695,7 +695,7 @@ def test_load_eight_clients_and_two_live_sessions(playwright, server, media_site
     # Every chunk the browsers posted reaches the model: Gradio alone kept only a stream's latest
     # unread chunk, and 5.3-12.6 s of this 22.4-s talk arrived. Each Live text is judged against
     # the file transcription of the audio that session received: two headless Chromiums on busy
-    # cores may drop some (read as a file it was at WER 10-14% in one run; 50-100% before the
+    # cores may drop some (read as a file it was at WER 7-14% in four runs; 50-100% before the
     # page asked for unprocessed audio and numbered its uploads), which no live policy can mend.
     assert len(received) == 2 and len(finals) == 2
     heard, live_wers, received_wers = [], [], []
@@ -706,7 +706,7 @@ def test_load_eight_clients_and_two_live_sessions(playwright, server, media_site
         as_file = reference(tmp_path / f"received-{number}.wav", "en")
         live_wers.append(error_rates([spoken], [text]).wer)
         received_wers.append(error_rates([spoken], [as_file]).wer)
-        assert heard[-1] >= 0.75 * seconds, (heard, seconds)  # 19.6-22.6 s of 22.4 s arrived in six runs here
+        assert heard[-1] >= 0.75 * seconds, (heard, seconds)  # 17.7-22.6 s of 22.4 s arrived in ten runs here
         # Whisper's guesses at damaged audio differ between a whole file and ~1-s updates, so the
         # bound is loose: the live text is no more than 25 points worse than the file's.
         assert text and live_wers[-1] <= received_wers[-1] + 0.25, (text, as_file)
