@@ -34,7 +34,6 @@ from galwhisper.metrics import error_rates
 from galwhisper.media import DownloadLimits, fetched_audio
 from galwhisper.models import bundled_ct2_dir
 from galwhisper.streaming import LiveTranscriber
-from galwhisper.synthetic import load_sentences
 from galwhisper.transcribe import TranscribeOptions, Transcriber
 
 CHROMIUM = "/usr/bin/chromium"
@@ -430,17 +429,14 @@ HARVARD = [
 ]
 
 
-def synthetic_talk(folder: Path, seconds: float, rate: int = 48000, sentences=None, voice: str | None = None
-                  ) -> tuple[Path, Path, str, float]:
-    """Synthetic speech of about `seconds` (by default the packaged Galician sentences in
-    espeak-ng's Portuguese voice; else `sentences` in `voice`), 0.6 s pauses, with 1 s of silence
-    before and 4 s after, so the fake microphone (which loops its file) is stopped in silence.
-    Returns the microphone's wav (at `rate`), the same audio as a 16 kHz wav for the Audio-file
-    tab, the sentences, and the length."""
+def english_talk(folder: Path, seconds: float, rate: int = 48000) -> tuple[Path, Path, str, float]:
+    """About `seconds` of the HARVARD sentences in espeak-ng's en-us voice, 0.6 s pauses, with
+    1 s of silence before and 4 s after, so the fake microphone (which loops its file) is stopped
+    in silence. Returns the microphone's wav (at `rate`), the same audio as a 16 kHz wav for the
+    Audio-file tab, the sentences, and the length."""
     pieces, spoken, total = [np.zeros(SAMPLE_RATE, np.float32)], [], 1.0
-    voice_options = {"voice": voice, "speed": 140} if voice else {}
-    for i, sentence in enumerate(sentences or load_sentences()):
-        clip = load_audio(speak(sentence, folder / f"s{i}.wav", **voice_options))
+    for i, sentence in enumerate(HARVARD):
+        clip = load_audio(speak(sentence, folder / f"s{i}.wav", voice="en-us", speed=140))
         pieces += [clip, np.zeros(int(0.6 * SAMPLE_RATE), np.float32)]
         spoken.append(sentence)
         total += len(clip) / SAMPLE_RATE + 0.6
@@ -459,7 +455,7 @@ def minute_talk(tmp_path_factory):
     # English, as in the load test: on synthetic Galician the zero-shot base is ~100% wrong (WER
     # 0.91-1.04 for both the live and the file text in four runs), so live and file could not be
     # told apart by how well they heard the talk.
-    return synthetic_talk(tmp_path_factory.mktemp("minute-talk"), 55, sentences=HARVARD, voice="en-us")
+    return english_talk(tmp_path_factory.mktemp("minute-talk"), 55)
 
 
 def open_live_tab(page) -> None:
@@ -554,16 +550,17 @@ def test_live_tab(open_page, minute_talk, screenshots, monkeypatch):
     heard = np.concatenate(next(iter(received.values())))
     assert matching_seconds(heard, load_audio(upload)) >= 0.9
     # Live updates hear ~1-s steps, so they guess worse than one pass over the file: 13.0-13.7%
-    # against 4.6% here once the audio arrived whole (16-22% before).
+    # against 4.6% here once the audio arrived whole (12-22% before).
     assert live_wer <= file_wer + 0.15, (live_wer, file_wer, live_text, file_text)
+
+
+def correlation(x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.dot(x, y) / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-9))
 
 
 def matching_seconds(heard: np.ndarray, talk: np.ndarray) -> float:
     """The share of the speech seconds in `heard` that are the talk's (correlation >= 0.98) at
     the offset where its first speech second is found."""
-    def correlation(x, y):
-        return float(np.dot(x, y) / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-9))
-
     seconds = [s for s in range(len(heard) // SAMPLE_RATE) if np.abs(heard[s * SAMPLE_RATE : (s + 1) * SAMPLE_RATE]).max() > 0.05]
     first = heard[seconds[0] * SAMPLE_RATE : (seconds[0] + 1) * SAMPLE_RATE]
     start = max(0, (seconds[0] - 2) * SAMPLE_RATE)
@@ -635,7 +632,7 @@ def test_load_eight_clients_and_two_live_sessions(playwright, server, media_site
                                                    monkeypatch):
     # The Live sessions speak English: on synthetic Galician the zero-shot base is ~100% wrong
     # and its guesses change with every window, so "answered correctly" could not be judged.
-    mic, upload, spoken, seconds = synthetic_talk(tmp_path, 18, sentences=HARVARD, voice="en-us")
+    mic, upload, spoken, seconds = english_talk(tmp_path, 18)
     file_wer = error_rates([spoken], [reference(upload, "en")]).wer
     requests = [("file", c) for c in galician_clips[:3]] + [("mic", c) for c in galician_clips[3:5]] + [("mic", galician_clips[0])]
     requests += [("url", f"{media_site}/charla.webm"), ("url", f"{media_site}/entrevista.mp4")]
