@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from galwhisper.errors import GalwhisperError
 
@@ -38,27 +38,29 @@ def cache_root() -> Path:
 
 
 @contextmanager
-def atomic_dir(final: Path, replace: bool = True) -> Iterator[Path]:
+def atomic_dir(final: Path, keep: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """Yield a temp folder beside `final`; move it into place only when the block succeeds.
 
-    A crash leaves a `.tmp-*` folder that is never taken for the real one. With replace=False
-    (caches, where every writer builds the same folder) a `final` that another thread or process
-    put in place first is kept and this one dropped: six app requests joining the bundled model
-    at once each removed the folder another had just moved in (FileNotFoundError).
+    A crash leaves a `.tmp-*` folder that is never taken for the real one. `keep` (for caches,
+    where every writer builds the same folder) says whether a `final` already there is complete:
+    one that another thread or process put in place first is then kept and this one dropped.
+    Six app requests joining the bundled model at once each removed the folder another had just
+    moved in (FileNotFoundError).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     try:
         yield tmp
-        if final.exists() and replace:
-            shutil.rmtree(final)
-        if not final.exists():
-            try:
-                os.replace(tmp, final)
-            except OSError as error:  # another writer got there between the check and the move
-                if replace or error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
+        if keep is not None and keep(final):
+            return  # another writer finished first
+        if final.exists():
+            shutil.rmtree(final, ignore_errors=keep is not None)
+        try:
+            os.replace(tmp, final)
+        except OSError as error:  # another writer got there between the check and the move
+            if keep is None or error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not keep(final):
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

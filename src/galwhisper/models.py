@@ -48,13 +48,18 @@ def _package_data_dir(package: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
+def _joined(folder: Path) -> bool:
+    """Whether `folder` holds the whole joined bundled model (a copy that died half-way does not)."""
+    return (folder / "model.bin").is_file() and (folder / "model.bin").stat().st_size == BUNDLED_SIZE
+
+
 def bundled_ct2_dir() -> Path:
     """The bundled Whisper base as a CTranslate2 folder, joined from its two parts once."""
     target = cache_root() / "models" / "base-ct2"
-    if (target / "model.bin").is_file() and (target / "model.bin").stat().st_size == BUNDLED_SIZE:
+    if _joined(target):
         return target
     part1, part2 = (_package_data_dir(p) for p in BUNDLED_PARTS)
-    with atomic_dir(target, replace=False) as tmp:
+    with atomic_dir(target, keep=_joined) as tmp:
         digest = hashlib.sha256()
         with open(tmp / "model.bin", "wb") as out:
             for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
@@ -141,6 +146,10 @@ def trained_info(spec: str | None) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _converted(folder: Path) -> bool:
+    return (folder / "model.safetensors").is_file()
+
+
 def hf_dir(spec: str | None) -> Path | str:
     """A folder (or, online, a hub id) that transformers' from_pretrained loads."""
     ref = resolve(spec)
@@ -149,8 +158,8 @@ def hf_dir(spec: str | None) -> Path | str:
     if ref.kind == "hub":
         return ref.spec
     target = cache_root() / "models" / f"{_cache_key(ref.path)}-hf"
-    if not (target / "model.safetensors").is_file():
-        with atomic_dir(target, replace=False) as tmp:
+    if not _converted(target):
+        with atomic_dir(target, keep=_converted) as tmp:
             convert.ct2_to_transformers(ref.path, tmp)
     return target
 
