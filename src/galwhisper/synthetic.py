@@ -34,14 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from galwhisper import options
-from galwhisper.audio import SAMPLE_RATE, join_with_pauses, load_audio
+from galwhisper.audio import SAMPLE_RATE, join_with_pauses, load_audio, write_mp3
 from galwhisper.errors import GalwhisperError, bars_disabled
 from galwhisper.files import cache_root, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 # Bump when the rendering changes, so corpora built by older code are rebuilt, not reused.
-FORMAT_VERSION = 2  # 2: TSVs carry each clip's speech times (column `segments`)
+FORMAT_VERSION = 3  # 2: TSVs carry each clip's speech times (column `segments`); 3: libsndfile MP3
 
 SPLITS = ("train", "validation", "test")
 UNSEEN_SPLIT = "test_unseen"
@@ -318,9 +318,8 @@ def _check_replaceable(out_dir: Path) -> None:
 
 
 def _check_tools(config: SyntheticConfig) -> None:
-    for tool, package in (("espeak-ng", "espeak-ng"), ("ffmpeg", "ffmpeg")):
-        if shutil.which(tool) is None:
-            raise GalwhisperError(f"{tool}: not installed; install it (e.g. apt-get install {package})")
+    if shutil.which("espeak-ng") is None:
+        raise GalwhisperError("espeak-ng: not installed; install it (e.g. apt-get install espeak-ng)")
     languages, variants = _installed_voices()
     for voice in (*config.seen_voices, config.unseen_voice):
         language, _, variant = voice.partition("+")
@@ -347,7 +346,7 @@ def _render_all(plans: list[ClipPlan], staging: Path, num_workers: int, progress
     scratch = staging / "scratch"
     clips.mkdir()
     scratch.mkdir()
-    # Threads suffice: the work is in espeak-ng and ffmpeg subprocesses and in numpy.
+    # Threads suffice: the work is in espeak-ng subprocesses, libsndfile's encoder and numpy.
     pool = ThreadPoolExecutor(max_workers=num_workers)
     try:
         with tqdm(total=len(plans), desc="Synthetic corpus", unit="clip", disable=bars_disabled(progress)) as bar:
@@ -377,7 +376,7 @@ def render_clip(plan: ClipPlan, mp3_path: Path, scratch_dir: Path) -> tuple[floa
     speech = load_audio(wav)
     wav.unlink()
     audio = augment(speech, plan)
-    _encode_mp3(audio, Path(mp3_path))
+    write_mp3(mp3_path, audio)
     return plan.lead_s, len(audio) / SAMPLE_RATE - plan.trail_s
 
 
@@ -420,18 +419,6 @@ def _noise(rng: np.random.Generator, n: int, color: str) -> np.ndarray:
         spectrum[0] = 0
         noise = np.fft.irfft(spectrum, n)
     return noise / (float(np.sqrt(np.mean(noise**2))) or 1.0)
-
-
-def _encode_mp3(audio: np.ndarray, path: Path) -> None:
-    command = [
-        "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0",
-        "-ac", "1", "-ar", str(SAMPLE_RATE), "-b:a", "48k", "-map_metadata", "-1", str(path),
-    ]  # fmt: skip
-    result = subprocess.run(command, input=audio.astype("<f4").tobytes(), capture_output=True, check=False)
-    if result.returncode != 0 or not _nonempty(path):
-        detail = result.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise GalwhisperError(f"ffmpeg: could not encode {path.name} ({detail[-1] if detail else result.returncode})")
 
 
 def _write_tsvs(plans: list[ClipPlan], folder: Path, speech: dict[str, tuple[float, float]]) -> None:
