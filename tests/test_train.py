@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -240,6 +241,28 @@ def test_time_budget_sets_the_steps_from_measured_speed(tiny_model_features, tmp
         assert summary["best_step"] is None and not any("eval_loss" in e for e in state["log_history"])
     with pytest.raises(GalwhisperError, match="--lr-scheduler cosine: a time budget"):
         make_config(None, max_minutes=1, lr_scheduler="cosine")
+
+
+@pytest.mark.parametrize("resumed_at", [0, 10])
+def test_time_budget_counts_the_time_between_steps(resumed_at):
+    """The budget is wall time: steps of 0.05 s with 0.05 s of data loading and logging between
+    them fit a 3-s budget 30 times, not 60; a run resumed at step 10 counts those steps too."""
+    from transformers import TrainerControl, TrainerState
+
+    from galwhisper.trainer import TimeBudget
+
+    budget, args = TimeBudget(minutes=0.05, warmup=0), argparse.Namespace(eval_strategy="no")
+    state, control = TrainerState(max_steps=500, global_step=resumed_at), TrainerControl()
+    started = time.perf_counter()
+    budget.on_train_begin(args, state, control)
+    while not control.should_training_stop:
+        budget.on_step_begin(args, state, control)
+        time.sleep(0.05)  # the step
+        state.global_step += 1
+        budget.on_step_end(args, state, control)
+        time.sleep(0.05)  # what runs between steps
+    assert 26 <= budget.steps <= 31, budget.steps
+    assert time.perf_counter() - started <= 3.0 - resumed_at * 0.1 + 0.3
 
 
 def test_without_validation_the_last_weights_are_kept(tiny_model_features, tmp_path):

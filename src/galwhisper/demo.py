@@ -201,7 +201,7 @@ def _train_or_reuse(train_config, run_dir: Path, fresh: bool, budget) -> dict:
         shutil.rmtree(run_dir)
     minutes = budget()
     if minutes is not None:
-        print(f"demo: fine-tuning gets {minutes:g} minutes of training steps: what the demo's time has left")
+        print(f"demo: fine-tuning gets {minutes:g} minutes of training: what the demo's time has left")
     return train(dataclasses.replace(train_config, max_minutes=minutes) if minutes is not None else train_config)
 
 

@@ -142,13 +142,16 @@ def _transcribe_ct2(spec: str, dataset, config: EvaluateConfig) -> tuple[list[st
 def _transcribe_torch(spec: str, dataset, config: EvaluateConfig) -> tuple[list[str], float]:
     import torch
 
-    model, processor = models.load_hf(spec)
+    # Weights in bf16, not fp32 under autocast: nothing is trained here, and skipping autocast's
+    # casts made evaluation 7-11% faster (AMD EPYC; test split: the demo's model 0.5 points of WER
+    # apart, 82/87 transcripts identical).
+    dtype = torch.bfloat16 if models.bf16_available() else None
+    model, processor = models.load_hf(spec, dtype=dtype)
     model.to(models.torch_device())
     model.generation_config.forced_decoder_ids = None
-    dtype = torch.bfloat16 if models.bf16_available() else None
     started = time.perf_counter()
     texts = generate_texts(model, processor.tokenizer, dataset, config.language, config.task, config.batch_size,
-                           config.max_new_tokens, dtype, config.beam_size)
+                           config.max_new_tokens, beam_size=config.beam_size)
     return texts, time.perf_counter() - started
 
 
@@ -181,7 +184,7 @@ def generate_texts(model, tokenizer, dataset, language: str, task: str, batch_si
                                                         enabled=autocast_dtype is not None):
                 # use_cache: training switches the KV cache off, and without it every decoding
                 # step re-ran the encoder (~10x slower evaluations).
-                ids = model.generate(input_features=torch.from_numpy(inputs).to(device), language=language, task=task,
+                ids = model.generate(input_features=torch.from_numpy(inputs).to(device, model.dtype), language=language, task=task,
                                      num_beams=beam_size, max_new_tokens=budget, use_cache=True)
             for index, text in zip(indices, tokenizer.batch_decode(ids, skip_special_tokens=True)):
                 texts[index] = text.strip()

@@ -60,7 +60,7 @@ class TrainConfig:
     language: str = DEFAULT_LANGUAGE
     task: str = "transcribe"
     max_steps: int = 1000
-    max_minutes: float | None = None  # a time budget: the steps that fit it, as measured here (at most max_steps)
+    max_minutes: float | None = None  # a wall-time budget: the steps that fit it, as measured here (at most max_steps)
     eval_steps: int = 250
     save_steps: int | None = None  # default: eval_steps (the best checkpoint must be saved)
     learning_rate: float = 1e-5
