@@ -90,3 +90,45 @@ def test_length_batches_keep_each_transcript_with_its_clip(tmp_path, engine):
         own = jiwer.wer(norm(row["reference"]), norm(row["hypothesis"]))
         others = [jiwer.wer(norm(text), norm(row["hypothesis"])) for text in ENGLISH_SENTENCES if text != row["reference"]]
         assert own <= 0.5 and own < min(others) - 0.3, (row, own, others)
+
+
+def test_decoding_attention_decodes_as_sdpa_does(tmp_path):
+    """Greedy steps on the CPU take evaluate.decoding_attention (one query: matmul + softmax instead
+    of PyTorch's CPU flash kernel). In fp32 the real base model writes the same transcripts of
+    real speech both ways, in bf16 (what evaluation runs) they stay close, and generate_texts
+    leaves the model on SDPA, as training's validation needs."""
+    import numpy as np
+    import torch
+    from datasets import Dataset
+
+    from galwhisper import evaluate as ev
+    from galwhisper.audio import SAMPLE_RATE, load_audio
+    from galwhisper.features import log_mel
+
+    clips = [load_audio(speak(text, tmp_path / f"en{i}.wav", voice="en-us", speed=150)) for i, text in enumerate(ENGLISH_SENTENCES)]
+    dataset = Dataset.from_dict({"seconds": [len(a) / SAMPLE_RATE for a in clips],
+                                 "input_features": [log_mel(a).T.astype(np.float32) for a in clips]})
+    model, processor = models.load_hf("base")
+    model.generation_config.forced_decoder_ids = None
+    calls = []
+    steps = lambda *a, **k: calls.append(a[1].shape[2]) or ev.decoding_attention(*a, **k)  # noqa: E731
+
+    def texts(attention: str, dtype=torch.float32) -> list[str]:
+        model.to(dtype)
+        model.set_attn_implementation(attention)
+        try:
+            return ev.generate_texts(model, processor.tokenizer, dataset, "en", "transcribe", batch_size=2, max_new_tokens=64)
+        finally:
+            assert model.config._attn_implementation == attention  # put back after decoding
+
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register("sdpa_counted", steps)
+    AttentionMaskInterface.register("sdpa_counted", sdpa_mask)
+    reference = texts("eager")  # eager is left alone: the plain matmul-softmax throughout
+    assert texts("sdpa") == reference
+    assert texts("sdpa_counted") == reference and calls.count(1) > 100  # the one-query path ran
+    norm = lambda t: " ".join(BasicTextNormalizer()(t).split())  # noqa: E731
+    in_bf16 = texts("sdpa", torch.bfloat16)
+    assert jiwer.wer([norm(t) for t in ENGLISH_SENTENCES], [norm(t) for t in in_bf16]) <= 0.15

@@ -1,9 +1,9 @@
 """Models x test data -> WER/CER tables, JSON, a bar chart and per-utterance errors.
 
-Every model is evaluated on the fast engine (CTranslate2 through faster-whisper's WhisperModel,
-loaded by `models.load_whisper` exactly as `transcribe` loads it; transformers folders are
-exported once and cached) from the *prepared* features, so evaluation sees exactly the features
-training used. Data is a prepared folder, or any `prepare` source, prepared on the fly into a
+Every model is evaluated from the *prepared* features, so evaluation sees exactly the features
+training used, on one engine for all models (`--engine`, see `choose_engine`): CTranslate2
+through faster-whisper's WhisperModel (loaded by `models.load_whisper` as `transcribe` loads it;
+transformers folders are exported once and cached), or transformers' generate in bf16. Data is a prepared folder, or any `prepare` source, prepared on the fly into a
 cache folder (a manifest without splits is evaluated whole, as split "all").
 
 JSON schema (rates are fractions: 0.263 means 26.3%):
@@ -168,12 +168,43 @@ def _feature_batches(dataset, batch_size: int, max_new_tokens: int):
         yield indices, features.stack_inputs(mels), features.token_budget(float(np.max(rows["seconds"])), max_new_tokens)
 
 
+DECODING_ATTENTION = "galwhisper_decoding"
+
+
+def decoding_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None, **kwargs):
+    """Transformers' SDPA attention, except for one query against unmasked keys on the CPU (each
+    greedy step's cross-attention over the 1500 encoder frames, and its self-attention): there
+    PyTorch's CPU flash kernel took 11.9 ms a call and matmul + softmax 2.1 ms (bf16, batch 16,
+    AMD EPYC), ~60 ms of each ~100-ms decoding step of Whisper base."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if query.shape[2] != 1 or attention_mask is not None or query.device.type != "cpu" or module.training:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    scores = torch.matmul(query, key.transpose(2, 3)) * (query.shape[-1] ** -0.5 if scaling is None else scaling)
+    return torch.matmul(torch.softmax(scores, dim=-1), value).transpose(1, 2).contiguous(), None
+
+
+def _use_decoding_attention(model) -> str:
+    """Switch `model` to decoding_attention; return the implementation it had."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(DECODING_ATTENTION, decoding_attention)
+    AttentionMaskInterface.register(DECODING_ATTENTION, sdpa_mask)  # masks as SDPA takes them
+    previous = model.config._attn_implementation
+    if previous == "sdpa":
+        model.set_attn_implementation(DECODING_ATTENTION)
+    return previous
+
+
 def generate_texts(model, tokenizer, dataset, language: str, task: str, batch_size: int = 16,
                    max_new_tokens: int = 128, autocast_dtype=None, beam_size: int = 1) -> list[str]:
     import torch
     from transformers.utils import logging as hf_logging
 
     model.eval()
+    attention = _use_decoding_attention(model)
     device = next(model.parameters()).device
     texts = [""] * len(dataset)
     verbosity = hf_logging.get_verbosity()
@@ -190,6 +221,7 @@ def generate_texts(model, tokenizer, dataset, language: str, task: str, batch_si
                 texts[index] = text.strip()
     finally:
         hf_logging.set_verbosity(verbosity)
+        model.set_attn_implementation(attention)  # training goes on with its own
     return texts
 
 
