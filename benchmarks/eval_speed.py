@@ -3,7 +3,8 @@
 The same prepared clips (the synthetic corpus' test split: 87 clips of ~3.5 s, each padded to the
 encoder's 30-s window), the same model, greedy decoding, `galwhisper.evaluate.transcribe_prepared`
 with engine "ct2" (compute type int8) and "torch" (bf16 autocast where the hardware has bf16,
-else fp32), each in its own process. Printed: seconds, seconds per clip, WER of each engine, and how
+else fp32), each in its own process; the third row is the torch engine with every greedy step's
+attention through PyTorch's CPU flash kernel (what `evaluate.decoding_attention` replaces). Printed: seconds, seconds per clip, WER of each engine, and how
 many transcripts are identical to CTranslate2's. `evaluate --engine auto` picks torch in bf16 where
 the hardware has bf16 (the first row this script prints tells whether that wins here).
 
@@ -43,6 +44,9 @@ def child(model: str, engine: str, limit: int) -> dict:
     torch.set_num_threads(_common.CORES)
     dataset = load_split(features(), "test")
     dataset = dataset.select(range(min(limit, len(dataset))))
+    if engine == "torch-flash":  # greedy steps through PyTorch's CPU flash kernel, as before 2026-12-08
+        evaluate._use_decoding_attention = lambda model: model.config._attn_implementation
+        engine = "torch"
     config = evaluate.EvaluateConfig(models=(model,), data="unused", split="test", engine=engine)
     evaluate.transcribe_prepared(model, dataset.select(range(2)), config)  # warm-up: load, first batch
     started = time.perf_counter()
@@ -68,7 +72,8 @@ def main() -> None:
 
     features()
     limit = 32 if args.quick else 1000
-    configs = [("ct2 int8", "ct2"), ("torch bf16" if models.bf16_available() else "torch fp32 (no bf16 here)", "torch")]
+    torch_label = "torch bf16" if models.bf16_available() else "torch fp32 (no bf16 here)"
+    configs = [("ct2 int8", "ct2"), (torch_label, "torch"), (f"{torch_label}, flash steps", "torch-flash")]
     results = {}
     for label, engine in configs:
         results[label] = _common.run_child("eval_speed.py", ["--model", args.model, "--engine", engine, "--limit", str(limit)], label)

@@ -265,6 +265,26 @@ def test_time_budget_counts_the_time_between_steps(resumed_at):
     assert time.perf_counter() - started <= 3.0 - resumed_at * 0.1 + 0.3
 
 
+def test_time_budget_follows_a_machine_that_slows_down():
+    """Steps that take 0.05 s at first and 0.1 s after the 5th: the plan made after 3 steps
+    (~60 steps in 3 s) is renewed as they slow, and training ends within its 3 s."""
+    from transformers import TrainerControl, TrainerState
+
+    from galwhisper.trainer import TimeBudget
+
+    budget, args = TimeBudget(minutes=0.05, warmup=0), argparse.Namespace(eval_strategy="no")
+    state, control = TrainerState(max_steps=500, global_step=0), TrainerControl()
+    started = time.perf_counter()
+    budget.on_train_begin(args, state, control)
+    while not control.should_training_stop:
+        budget.on_step_begin(args, state, control)
+        time.sleep(0.05 if state.global_step < 5 else 0.1)
+        state.global_step += 1
+        budget.on_step_end(args, state, control)
+    assert time.perf_counter() - started <= 3.0 + 0.15
+    assert budget.steps < 40
+
+
 def test_without_validation_the_last_weights_are_kept(tiny_model_features, tmp_path):
     """--no-validation (what the demo trains with): no evaluation at any step, even where
     eval_steps says so, and no validation split needed; best/ is the last step's weights, still

@@ -109,9 +109,9 @@ def train_above_cache(model, cached_layers: int) -> None:
 
 
 class TimeBudget(TrainerCallback):
-    """Train for `minutes` of wall time: after the first few steps, the number of steps is set
-    from the time a step took on this machine, data loading and logging between steps included
-    (never above max_steps), and the learning rate, warmed up linearly for `warmup` steps, decays
+    """Train for `minutes` of wall time: from the first few steps on, the number of steps is set
+    (and renewed after each step) from the time a step takes on this machine, data loading and
+    logging between steps included (never above max_steps), and the learning rate, warmed up linearly for `warmup` steps, decays
     linearly to zero at that step. A resumed run counts the steps it already has at that rate.
     Under torchrun the first process's estimate is used by all."""
 
@@ -133,14 +133,18 @@ class TimeBudget(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         now = time.perf_counter()
         self._step_ends.append(now)
-        if len(self._step_ends) == self.calibration_steps + 1:  # the first step is warm-up: not the rate
+        if len(self._step_ends) > self.calibration_steps:  # the first step is warm-up: not the rate
             # Timing only inside steps left out ~1 s a step here and the slow first step: the
-            # demo's training ran 22 s (7%) past its budget (AMD EPYC, 2 cores).
-            step_seconds = (now - self._step_ends[0]) / self.calibration_steps
+            # demo's training ran 22 s (7%) past its budget (AMD EPYC, 2 cores). The plan is
+            # renewed after every step, as a shared machine's speed drifts: steps timed at 11.7 s
+            # averaged 12.8 s in one demo run, 31 s past a plan fixed after three steps.
+            step_seconds = (now - self._step_ends[0]) / (len(self._step_ends) - 1)
             left = self.minutes * 60 - (now - self._started) - self._first_step * step_seconds
             planned = max(state.global_step, min(state.max_steps, state.global_step + int(left / step_seconds)))
+            first = not self.steps
             self.steps = _same_everywhere(planned)
-            print(f"train: {step_seconds:.1f} s a step here: {self.steps} steps fit the {self.minutes:g}-minute budget", flush=True)
+            if first:
+                print(f"train: {step_seconds:.1f} s a step here: {self.steps} steps fit the {self.minutes:g}-minute budget", flush=True)
         if self.steps and state.global_step >= self.steps:
             control.should_training_stop = True
             control.should_evaluate, control.should_save = validates(args), True  # the last weights compete for best
