@@ -3,8 +3,9 @@
 Every model is evaluated from the *prepared* features, so evaluation sees exactly the features
 training used, on one engine for all models (`--engine`, see `choose_engine`): CTranslate2
 through faster-whisper's WhisperModel (loaded by `models.load_whisper` as `transcribe` loads it;
-transformers folders are exported once and cached), or transformers' generate in bf16. Data is a prepared folder, or any `prepare` source, prepared on the fly into a
-cache folder (a manifest without splits is evaluated whole, as split "all").
+transformers folders are exported once and cached), or transformers' generate in bf16. Data is a
+prepared folder, or any `prepare` source, prepared on the fly into a cache folder (a manifest
+without splits is evaluated whole, as split "all").
 
 JSON schema (rates are fractions: 0.263 means 26.3%):
     {"data": str, "split": str, "language": str, "synthetic": bool,

@@ -111,9 +111,9 @@ def train_above_cache(model, cached_layers: int) -> None:
 class TimeBudget(TrainerCallback):
     """Train for `minutes` of wall time: from the first few steps on, the number of steps is set
     (and renewed after each step) from the time a step takes on this machine, data loading and
-    logging between steps included (never above max_steps), and the learning rate, warmed up linearly for `warmup` steps, decays
-    linearly to zero at that step. A resumed run counts the steps it already has at that rate.
-    Under torchrun the first process's estimate is used by all."""
+    logging between steps included (never above max_steps), and the learning rate, warmed up
+    linearly for `warmup` steps, decays linearly to zero at that step. A resumed run counts the
+    steps it already has at that rate. Under torchrun the first process's estimate is used by all."""
 
     def __init__(self, minutes: float, warmup: int, calibration_steps: int = 3):
         self.minutes, self.warmup, self.calibration_steps = minutes, warmup, calibration_steps
@@ -137,7 +137,7 @@ class TimeBudget(TrainerCallback):
             # Timing only inside steps left out ~1 s a step here and the slow first step: the
             # demo's training ran 22 s (7%) past its budget (AMD EPYC, 2 cores). The plan is
             # renewed after every step, as a shared machine's speed drifts: steps timed at 11.7 s
-            # averaged 12.8 s in one demo run, 31 s past a plan fixed after three steps.
+            # averaged 12.8 s in one demo run: 31 s past a plan fixed after three steps.
             step_seconds = (now - self._step_ends[0]) / (len(self._step_ends) - 1)
             left = self.minutes * 60 - (now - self._started) - self._first_step * step_seconds
             planned = max(state.global_step, min(state.max_steps, state.global_step + int(left / step_seconds)))
