@@ -141,9 +141,8 @@ class TimeBudget(TrainerCallback):
             step_seconds = (now - self._step_ends[0]) / (len(self._step_ends) - 1)
             left = self.minutes * 60 - (now - self._started) - self._first_step * step_seconds
             planned = max(state.global_step, min(state.max_steps, state.global_step + int(left / step_seconds)))
-            first = not self.steps
             self.steps = _same_everywhere(planned)
-            if first:
+            if len(self._step_ends) == self.calibration_steps + 1:
                 print(f"train: {step_seconds:.1f} s a step here: {self.steps} steps fit the {self.minutes:g}-minute budget", flush=True)
         if self.steps and state.global_step >= self.steps:
             control.should_training_stop = True
