@@ -243,46 +243,41 @@ def test_time_budget_sets_the_steps_from_measured_speed(tiny_model_features, tmp
         make_config(None, max_minutes=1, lr_scheduler="cosine")
 
 
-@pytest.mark.parametrize("resumed_at", [0, 10])
-def test_time_budget_counts_the_time_between_steps(resumed_at):
-    """The budget is wall time: steps of 0.05 s with 0.05 s of data loading and logging between
-    them fit a 3-s budget 30 times, not 60; a run resumed at step 10 counts those steps too."""
-    from transformers import TrainerControl, TrainerState
-
-    from galwhisper.trainer import TimeBudget
-
-    budget, args = TimeBudget(minutes=0.05, warmup=0), argparse.Namespace(eval_strategy="no")
-    state, control = TrainerState(max_steps=500, global_step=resumed_at), TrainerControl()
-    started = time.perf_counter()
-    budget.on_train_begin(args, state, control)
-    while not control.should_training_stop:
-        budget.on_step_begin(args, state, control)
-        time.sleep(0.05)  # the step
-        state.global_step += 1
-        budget.on_step_end(args, state, control)
-        time.sleep(0.05)  # what runs between steps
-    assert 26 <= budget.steps <= 31, budget.steps
-    assert time.perf_counter() - started <= 3.0 - resumed_at * 0.1 + 0.3
-
-
-def test_time_budget_follows_a_machine_that_slows_down(capsys):
-    """Steps that take 0.05 s at first and 0.1 s after the 5th: the plan made after 3 steps
-    (~60 steps in 3 s) is renewed as they slow, and training ends within its 3 s."""
+def _train_against_budget(step_seconds, gap_seconds: float = 0.0, resumed_at: int = 0):
+    """Run a 3-s TimeBudget over sleeping steps (`step_seconds(step)` each, `gap_seconds`
+    between them), as GalwhisperTrainer drives it; (the budget, wall seconds it took)."""
     from transformers import TrainerControl, TrainerState
 
     from galwhisper.trainer import TimeBudget
 
     budget, args = TimeBudget(minutes=0.05, warmup=0), argparse.Namespace(eval_strategy="no")
     budget.steps = 500  # as GalwhisperTrainer sets it until the first steps are timed
-    state, control = TrainerState(max_steps=500, global_step=0), TrainerControl()
+    state, control = TrainerState(max_steps=500, global_step=resumed_at), TrainerControl()
     started = time.perf_counter()
     budget.on_train_begin(args, state, control)
     while not control.should_training_stop:
         budget.on_step_begin(args, state, control)
-        time.sleep(0.05 if state.global_step < 5 else 0.1)
+        time.sleep(step_seconds(state.global_step))
         state.global_step += 1
         budget.on_step_end(args, state, control)
-    assert time.perf_counter() - started <= 3.0 + 0.15
+        time.sleep(gap_seconds)  # data loading, logging
+    return budget, time.perf_counter() - started
+
+
+@pytest.mark.parametrize("resumed_at", [0, 10])
+def test_time_budget_counts_the_time_between_steps(resumed_at):
+    """The budget is wall time: steps of 0.05 s with 0.05 s of data loading and logging between
+    them fit a 3-s budget 30 times, not 60; a run resumed at step 10 counts those steps too."""
+    budget, seconds = _train_against_budget(lambda step: 0.05, gap_seconds=0.05, resumed_at=resumed_at)
+    assert 26 <= budget.steps <= 31, budget.steps
+    assert seconds <= 3.0 - resumed_at * 0.1 + 0.3
+
+
+def test_time_budget_follows_a_machine_that_slows_down(capsys):
+    """Steps that take 0.05 s at first and 0.1 s after the 5th: the plan made after 3 steps
+    (~60 steps in 3 s) is renewed as they slow, and training ends within its 3 s."""
+    budget, seconds = _train_against_budget(lambda step: 0.05 if step < 5 else 0.1)
+    assert seconds <= 3.0 + 0.15
     assert budget.steps < 40
     assert capsys.readouterr().out.count("steps fit the 0.05-minute budget") == 1  # the first plan, said once
 
