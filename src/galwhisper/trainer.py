@@ -118,8 +118,8 @@ class TimeBudget(TrainerCallback):
     def __init__(self, minutes: float, warmup: int, calibration_steps: int = 3):
         self.minutes, self.warmup, self.calibration_steps = minutes, warmup, calibration_steps
         self.steps = 0
-        self._step_ends: list[float] = []
         self._started, self._first_step = 0.0, 0
+        self._first_end, self._ended = 0.0, 0  # the first step's end, steps ended since
 
     def __call__(self, step: int) -> float:
         """The learning rate's factor at `step`."""
@@ -132,17 +132,19 @@ class TimeBudget(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         now = time.perf_counter()
-        self._step_ends.append(now)
-        if len(self._step_ends) > self.calibration_steps:  # the first step is warm-up: not the rate
+        self._ended += 1
+        if self._ended == 1:
+            self._first_end = now
+        if self._ended > self.calibration_steps:  # the first step is warm-up: not the rate
             # Timing only inside steps left out ~1 s a step here and the slow first step: the
             # demo's training ran 22 s (7%) past its budget (AMD EPYC, 2 cores). The plan is
             # renewed after every step, as a shared machine's speed drifts: steps timed at 11.7 s
             # averaged 12.8 s in one demo run: 31 s past a plan fixed after three steps.
-            step_seconds = (now - self._step_ends[0]) / (len(self._step_ends) - 1)
+            step_seconds = (now - self._first_end) / (self._ended - 1)
             left = self.minutes * 60 - (now - self._started) - self._first_step * step_seconds
             planned = max(state.global_step, min(state.max_steps, state.global_step + int(left / step_seconds)))
             self.steps = _same_everywhere(planned)
-            if len(self._step_ends) == self.calibration_steps + 1:
+            if self._ended == self.calibration_steps + 1:
                 print(f"train: {step_seconds:.1f} s a step here: {self.steps} steps fit the {self.minutes:g}-minute budget", flush=True)
         if self.steps and state.global_step >= self.steps:
             control.should_training_stop = True
